@@ -1,0 +1,399 @@
+"""Typed work queues over Redis streams (redis.asyncio): producer and consumer.
+
+The orchestrator publishes ``RolloutGroup`` work items with a
+``StreamProducer``; the trainer consumes them with a ``StreamConsumer`` in one
+consumer group. Fan-out announcements (PolicyVersion, MetricEvent) go through
+``services.bus.broadcast``; the idempotency ledger is in
+``services.bus.idempotency``.
+
+API (clients from ``connect(url)``: bytes replies, not decode_responses)::
+
+    producer = StreamProducer(redis, "aspo:rollouts", max_len=256)
+    await producer.publish(group)                 # waits while the stream is full
+    consumer = StreamConsumer(redis, "aspo:rollouts", "trainer", "trainer-0", RolloutGroup)
+    for d in await consumer.fetch(count=8, block_ms=1000):
+        ...use d.message...                       # d.entry_id, d.deliveries
+    await consumer.ack(ids, ledger=ledger, processed_ids=rollout_ids)  # one MULTI/EXEC
+
+Delivery guarantees:
+
+* At-least-once. An entry stays in the group's pending list until acked; a
+  consumer that dies (kill -9) leaves it there and ``fetch`` of any live
+  consumer reclaims it with XAUTOCLAIM once it has been idle
+  ``min_idle_ms``. A restarted consumer with the same name first re-claims
+  its own pending entries. Acking only after the effect is durable plus
+  skipping ids the ``IdempotencyLedger`` has already recorded gives
+  effectively exactly-once training.
+* Never dropped: a work stream is bounded by *unacknowledged* entries.
+  ``ack`` does XACK + XDEL (one consumer group per work stream), so XLEN is
+  the backlog; ``publish`` adds entries with a Lua script that checks XLEN
+  and XADDs atomically (no MAXLEN trimming of un-acked data) and otherwise
+  waits, with a deadline (``BackpressureTimeout``) and an optional cancel
+  event (``PublishCancelled``). Entries of one producer keep their order.
+* Poison messages: an entry that fails to decode, has the wrong kind, or was
+  delivered more than ``max_deliveries`` times without an ack is copied to
+  the dead-letter stream ``<stream>:dead`` with the reason, then acked, and
+  logged: never silently lost, never blocking the queue.
+* Not covered: a consumer that is merely slow (not dead) past ``min_idle_ms``
+  is reclaimed and its entry processed twice unless it calls ``touch`` to
+  reset the idle clock; the ledger then reports the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from services.bus.codec import JSON, MSGPACK, Codec
+
+__all__ = [
+    "JSON", "MSGPACK", "BackpressureTimeout", "BusError", "Codec", "Delivery",
+    "PublishCancelled", "PublishIncomplete", "StreamConsumer", "StreamProducer", "connect",
+]
+
+if TYPE_CHECKING:
+    from services.bus.idempotency import IdempotencyLedger
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=msgspec.Struct)
+KIND, DATA = b"k", b"d"
+
+# Adds as many of the given (kind, payload) pairs as fit under max_len, in
+# order, and returns their ids: check and add are one atomic step, so
+# concurrent producers can never push the stream past max_len.
+_BOUNDED_XADD = """
+local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local ids = {}
+for i = 2, #ARGV, 2 do
+  if room <= 0 then break end
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
+  room = room - 1
+end
+return ids
+"""
+
+
+class BusError(RuntimeError):
+    """A bus operation failed; the message names the stream and the cause."""
+
+
+class PublishIncomplete(BusError):
+    """Publishing stopped early; ``published_ids`` are the entries that went out."""
+
+    def __init__(self, message: str, published_ids: list[str]) -> None:
+        super().__init__(message)
+        self.published_ids = published_ids
+
+
+class BackpressureTimeout(PublishIncomplete, TimeoutError):
+    """The stream stayed full until the publish deadline."""
+
+
+class PublishCancelled(PublishIncomplete):
+    """The cancel event was set while publish waited for room."""
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An async client as the bus needs it: bytes replies (payloads are binary)."""
+    return aioredis.Redis.from_url(url, decode_responses=False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamProducer:
+    """Publishes messages to a bounded work stream, waiting while it is full."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        max_len: int,
+        *,
+        codec: Codec = MSGPACK,
+        timeout_s: float = 3600.0,
+        batch_bytes: int = 8 << 20,
+        poll_s: tuple[float, float] = (0.002, 0.2),
+    ) -> None:
+        if max_len < 1:
+            raise ValueError(f"stream {stream}: max_len must be >= 1, got {max_len}")
+        self.redis, self.stream, self.max_len = redis, stream, max_len
+        self.codec, self.timeout_s, self.batch_bytes, self.poll_s = codec, timeout_s, batch_bytes, poll_s
+        self._script = redis.register_script(_BOUNDED_XADD)
+
+    async def publish(
+        self, message: msgspec.Struct, *, timeout_s: float | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> str:
+        """Append one message; returns its entry id. Waits while the stream is full."""
+        return (await self.publish_many([message], timeout_s=timeout_s, cancel=cancel))[0]
+
+    async def publish_many(
+        self, messages: Sequence[msgspec.Struct], *, timeout_s: float | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[str]:
+        """Append messages in order, batched into few round trips; returns entry ids.
+
+        Raises BackpressureTimeout / PublishCancelled (with the ids already
+        published) if the stream stays full past the deadline / cancel is set.
+        """
+        items = [(type(m).__name__.encode(), self.codec.encode(m)) for m in messages]
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        ids: list[str] = []
+        delay = self.poll_s[0]
+        while len(ids) < len(items):
+            chunk = self._chunk(items, len(ids))
+            args: list[Any] = [self.max_len]
+            for kind, payload in chunk:
+                args += [kind, payload]
+            added = await self._script(keys=[self.stream], args=args)
+            ids += [_text(x) for x in added]
+            if len(added) == len(chunk):
+                delay = self.poll_s[0]
+                continue
+            await self._wait_for_room(deadline, delay, cancel, ids, len(items))
+            delay = min(delay * 2, self.poll_s[1])
+        return ids
+
+    def _chunk(self, items: list[tuple[bytes, bytes]], start: int) -> list[tuple[bytes, bytes]]:
+        size, end = 0, start
+        while end < len(items) and (end == start or size + len(items[end][1]) <= self.batch_bytes):
+            size += len(items[end][1])
+            end += 1
+        return items[start:end]
+
+    async def _wait_for_room(
+        self, deadline: float, delay: float, cancel: asyncio.Event | None,
+        ids: list[str], total: int,
+    ) -> None:
+        state = f"stream {self.stream} holds >= {self.max_len} unacknowledged entries"
+        if cancel is not None and cancel.is_set():
+            raise PublishCancelled(f"publish cancelled: {state}; {len(ids)}/{total} published", ids)
+        if time.monotonic() >= deadline:
+            raise BackpressureTimeout(
+                f"{state} until the publish deadline; {len(ids)}/{total} published. "
+                "Is its consumer running and acking?", ids,
+            )
+        delay = min(delay, max(0.0, deadline - time.monotonic()))
+        if cancel is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(cancel.wait(), delay)
+        except TimeoutError:
+            pass
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[T]):
+    """One message handed to a consumer: ack ``entry_id`` once its effect is durable."""
+
+    entry_id: str
+    message: T
+    deliveries: int = 1  # > 1: a redelivery (reclaimed from a dead consumer or re-claimed)
+
+
+class StreamConsumer(Generic[T]):
+    """One member of a consumer group reading typed messages from a work stream."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer_name: str,
+        message_type: type[T],
+        *,
+        codec: Codec = MSGPACK,
+        min_idle_ms: int = 60_000,
+        reclaim_interval_ms: int = 5_000,
+        max_deliveries: int = 5,
+        dead_letter_stream: str | None = None,
+        delete_on_ack: bool = True,
+    ) -> None:
+        self.redis, self.stream, self.group, self.name = redis, stream, group, consumer_name
+        self.message_type, self.kind = message_type, message_type.__name__.encode()
+        self._decode = codec.decoder(message_type)
+        self.min_idle_ms, self.reclaim_interval_ms = min_idle_ms, reclaim_interval_ms
+        self.max_deliveries, self.delete_on_ack = max_deliveries, delete_on_ack
+        self.dead_letter_stream = dead_letter_stream or f"{stream}:dead"
+        self._group_ready = False
+        self._own_pending_checked = False
+        self._reclaim_cursor = "0-0"
+        self._last_reclaim = float("-inf")
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; idempotent."""
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def fetch(self, count: int = 16, block_ms: int = 1_000) -> list[Delivery[T]]:
+        """Up to ``count`` messages: own/others' stale pending first, then new ones.
+
+        Blocks up to ``block_ms`` only when nothing was reclaimed; 0 = no block.
+        """
+        if count < 1:
+            raise ValueError(f"fetch count must be >= 1, got {count}")
+        await self.ensure_group()
+        claimed = await self._claim_pending(count)
+        counts = await self._delivery_counts([_text(eid) for eid, _ in claimed if eid is not None])
+        fresh = []
+        if len(claimed) < count:
+            fresh = await self._read_new(count - len(claimed), block_ms if not claimed else 0)
+        return await self._decode_all(claimed + fresh, counts)
+
+    async def ack(
+        self, entry_ids: Iterable[str], *, ledger: IdempotencyLedger | None = None,
+        processed_ids: Iterable[str] = (),
+    ) -> int:
+        """Ack (and XDEL) entries; with a ledger, record processed ids in the same MULTI/EXEC."""
+        ids = list(entry_ids)
+        processed = list(processed_ids)
+        if not ids and not processed:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        if ledger is not None and processed:
+            ledger.add_to(pipe, processed)
+        if ids:
+            pipe.xack(self.stream, self.group, *ids)
+            if self.delete_on_ack:
+                pipe.xdel(self.stream, *ids)
+        results = await pipe.execute()
+        return int(results[1 if ledger is not None and processed else 0]) if ids else 0
+
+    async def touch(self, entry_ids: Iterable[str]) -> None:
+        """Reset the idle clock of entries still being processed (a heartbeat)."""
+        ids = list(entry_ids)
+        if ids:
+            await self.redis.xclaim(self.stream, self.group, self.name, 0, ids, justid=True)
+
+    async def pending_count(self, consumer_name: str | None = None) -> int:
+        """Entries delivered to ``consumer_name`` (default: the whole group) and not acked."""
+        await self.ensure_group()
+        if consumer_name is None:
+            return int((await self.redis.xpending(self.stream, self.group))["pending"])
+        rows = await self.redis.xpending_range(
+            self.stream, self.group, "-", "+", 1_000_000, consumername=consumer_name
+        )
+        return len(rows)
+
+    async def _claim_pending(self, count: int) -> list[tuple[Any, dict]]:
+        claimed: list[tuple[Any, dict]] = []
+        if not self._own_pending_checked:
+            # A restarted consumer with the same name: take back what it held.
+            rows = await self.redis.xpending_range(
+                self.stream, self.group, "-", "+", count, consumername=self.name
+            )
+            if rows:
+                ids = [r["message_id"] for r in rows]
+                claimed += await self.redis.xclaim(self.stream, self.group, self.name, 0, ids)
+            if len(rows) < count:
+                self._own_pending_checked = True
+        now = time.monotonic()
+        # Not in the same call as the own-pending XCLAIM: it could re-claim those very entries.
+        due = (now - self._last_reclaim) * 1000 >= self.reclaim_interval_ms
+        if not claimed and due:
+            self._last_reclaim = now
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, self.name, self.min_idle_ms,
+                start_id=self._reclaim_cursor, count=count,
+            )
+            self._reclaim_cursor = _text(reply[0])
+            if reply[1]:
+                log.info("%s reclaimed %d stale entries from %s", self.name, len(reply[1]), self.stream)
+            if any(eid is None for eid, _ in reply[1]):
+                await self._ack_deleted_pending()
+            claimed += [(eid, fields) for eid, fields in reply[1] if eid is not None]
+        return claimed
+
+    async def _ack_deleted_pending(self) -> None:
+        """Redis 6.2's XAUTOCLAIM claims entries deleted while pending but returns them
+        as nil (7.x drops them from the pending list itself): ack those it gave us."""
+        rows = await self.redis.xpending_range(
+            self.stream, self.group, "-", "+", 1_000, consumername=self.name
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.xrange(self.stream, row["message_id"], row["message_id"], count=1)
+        exists = await pipe.execute()
+        gone = [row["message_id"] for row, hit in zip(rows, exists) if not hit]
+        if gone:
+            await self.redis.xack(self.stream, self.group, *gone)
+
+    async def _read_new(self, count: int, block_ms: int) -> list[tuple[Any, dict]]:
+        reply = await self.redis.xreadgroup(
+            self.group, self.name, {self.stream: ">"}, count=count, block=block_ms or None
+        )
+        if not reply:
+            return []
+        entries = reply.values() if isinstance(reply, dict) else [e for _, e in reply]
+        return [(eid, fields) for batch in entries for eid, fields in batch]
+
+    async def _decode_all(
+        self, raw: list[tuple[Any, dict]], counts: dict[str, int]
+    ) -> list[Delivery[T]]:
+        out: list[Delivery[T]] = []
+        for eid, fields in raw:
+            if eid is None:
+                continue
+            entry_id = _text(eid)
+            delivered = counts.get(entry_id, 1)
+            if not fields:  # XDEL'd while pending (Redis 6.2 still lists it): nothing to do
+                await self.redis.xack(self.stream, self.group, entry_id)
+                continue
+            if delivered > self.max_deliveries:
+                reason = f"delivered {delivered} times without an ack (max {self.max_deliveries})"
+                await self._dead_letter(entry_id, fields, reason, delivered)
+                continue
+            kind = fields.get(KIND, b"")
+            try:
+                if kind != self.kind:
+                    raise ValueError(f"kind {kind!r}, expected {self.kind!r}")
+                message = self._decode(fields[DATA])
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError) as exc:
+                await self._dead_letter(entry_id, fields, f"undecodable: {exc}", delivered)
+                continue
+            out.append(Delivery(entry_id=entry_id, message=message, deliveries=delivered))
+        return out
+
+    async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+        """XPENDING times-delivered of re-claimed entries (fresh reads are 1 by definition)."""
+        if not entry_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for rows in await pipe.execute():
+            for r in rows:
+                counts[_text(r["message_id"])] = int(r["times_delivered"])
+        return counts
+
+    async def _dead_letter(self, entry_id: str, fields: dict, reason: str, delivered: int) -> None:
+        log.warning("dead-lettering %s %s (group %s): %s", self.stream, entry_id, self.group, reason)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, {
+            "k": fields.get(KIND, b""), "d": fields.get(DATA, b""), "stream": self.stream,
+            "entry_id": entry_id, "group": self.group, "consumer": self.name,
+            "reason": reason, "deliveries": delivered,
+        })
+        pipe.xack(self.stream, self.group, entry_id)
+        if self.delete_on_ack:
+            pipe.xdel(self.stream, entry_id)
+        await pipe.execute()
