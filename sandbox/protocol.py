@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import posixpath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Language = Literal["python", "cpp"]
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("python", "cpp")
@@ -68,6 +70,18 @@ class RunRequest(BaseModel):
     files: dict[str, bytes] = Field(default_factory=dict, description="Relative path -> content, written into the work dir before the run.")
     limits: ExecutionLimits = Field(default_factory=ExecutionLimits)
     compile_timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, files: dict[str, bytes]) -> dict[str, bytes]:
+        """File names must stay inside the work dir: relative, normalised, no `..`."""
+        for name in files:
+            norm = posixpath.normpath(name) if name else ""
+            if not name or name.startswith("/") or norm != name or norm.split("/")[0] == ".." \
+                    or "\0" in name:
+                raise ValueError(f"files: {name!r} must be a relative path inside the work dir "
+                                 "(no leading '/', no '..', normalised)")
+        return files
 
 
 class RunResult(BaseModel):
