@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,8 +21,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.reward.errors import RewardInputError
 from services.reward.protocol import (
-    CodeVerifyRequest, CodeVerifyResponse, HealthResponse, MathVerifyRequest, MathVerifyResponse,
-    RunCodeRequest, RunCodeResponse, ScoreRequest, ScoreResponse,
+    CodeVerifyRequest,
+    CodeVerifyResponse,
+    HealthResponse,
+    MathVerifyRequest,
+    MathVerifyResponse,
+    RunCodeRequest,
+    RunCodeResponse,
+    ScoreRequest,
+    ScoreResponse,
 )
 from services.reward.serving import Overloaded, RewardService
 from services.reward.settings import RewardSettings
@@ -35,7 +43,7 @@ def _service(request: Request) -> RewardService:
     return request.app.state.service
 
 
-def _require_key(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+def _require_key(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     key = request.app.state.service.settings.api_key
     if key is None:
         return

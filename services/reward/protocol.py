@@ -162,7 +162,7 @@ class ScoreRequest(BaseModel):
         },
     )
 
-    items: list[dict[str, Any]] = Field(
+    items: list[Any] = Field(
         ..., description='Items {"kind": "math" | "code", "id": optional, ...the fields of MathVerifyRequest or '
         "CodeVerifyRequest}. Each item is validated on its own: a bad item gives an error result, not a failed batch.",
     )

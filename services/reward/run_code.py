@@ -17,7 +17,13 @@ import socket
 
 from sandbox.protocol import ExecutionLimits, ProcessResult, ProcessStatus, RunRequest, RunResult
 from services.reward.errors import RewardInputError, check_size, resolve_language
-from services.reward.protocol import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, RunStatus
+from services.reward.protocol import (
+    CommandRunResult,
+    CommandRunStatus,
+    RunCodeRequest,
+    RunCodeResponse,
+    RunStatus,
+)
 from services.reward.settings import RewardSettings
 
 

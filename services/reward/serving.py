@@ -21,8 +21,16 @@ from services.reward.math_pool import MathWorkerPool
 from services.reward.math_verifier import extract_boxed, final_segment
 from services.reward.metrics import RewardMetrics
 from services.reward.protocol import (
-    CodeVerifyRequest, CodeVerifyResponse, HealthResponse, MathVerifyRequest, MathVerifyResponse,
-    RunCodeRequest, RunCodeResponse, ScoreRequest, ScoreResponse, ScoreResult,
+    CodeVerifyRequest,
+    CodeVerifyResponse,
+    HealthResponse,
+    MathVerifyRequest,
+    MathVerifyResponse,
+    RunCodeRequest,
+    RunCodeResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
 )
 from services.reward.run_code import build_run_request, run_code_response
 from services.reward.settings import RewardSettings
