@@ -1,0 +1,82 @@
+"""``aspo trainer ...``: the trainer's command line (imported by aspo/cli.py).
+
+Heavy imports (torch, transformers, fastapi) happen inside the commands so
+``aspo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="The trainer: ASPO and baseline losses, weight publishing.")
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="TrainerSettings YAML file."),
+    port: Optional[int] = typer.Option(None, help="Override server.port (0 = no HTTP server)."),
+    max_steps: Optional[int] = typer.Option(None, help="Override max_steps."),
+) -> None:
+    """Train from a rollout source, publish <run>/policy/v<N>, serve /health and /metrics."""
+    import threading
+
+    from aspo.settings import SettingsError, load_settings
+    from trainer.settings import TrainerSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(TrainerSettings, config, max_steps=max_steps)
+    except SettingsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    if port is not None:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
+
+    from trainer.service import TrainerService
+    from trainer.sources import DirectorySource, FileAnnouncer
+
+    source = DirectorySource(settings.source.path or settings.run_dir / "rollouts")
+    service = TrainerService(settings, source, FileAnnouncer(settings.run_dir / "policy"))
+    if settings.server.port == 0:
+        service.run()
+        return
+
+    import uvicorn
+
+    from trainer.api import build_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(service), host=settings.server.host, port=settings.server.port, log_level="warning")
+    )
+
+    def train() -> None:
+        try:
+            service.run()
+        finally:
+            server.should_exit = True
+
+    worker = threading.Thread(target=train, name="trainer-loop")
+    worker.start()
+    server.run()  # returns on SIGINT/SIGTERM or when the loop ends
+    service.stop()
+    worker.join()
+    if service.state == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("check-config")
+def check_config(config: Path = typer.Option(..., "--config", "-c", help="TrainerSettings YAML file.")) -> None:
+    """Parse and validate a config file; print the resolved settings."""
+    from aspo.settings import SettingsError, load_settings
+    from trainer.settings import TrainerSettings
+
+    try:
+        settings = load_settings(TrainerSettings, config)
+    except SettingsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(settings.model_dump_json(indent=2))
