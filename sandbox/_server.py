@@ -383,7 +383,8 @@ def _run_python(path, workdir):
         code = _exit_code(exc)
     except BaseException:  # noqa: BLE001 - print like the interpreter does, minus this frame
         etype, value, tb = sys.exc_info()
-        sys.excepthook(etype, value, tb.tb_next if tb is not None else None)
+        tb = tb.tb_next if tb is not None else None
+        sys.excepthook(etype, value.with_traceback(tb), tb)
         code = 1
     code = _finalize(code)
     os._exit(code)

@@ -223,16 +223,22 @@ class Worker:
         """Discard the worker: kill its whole tree (process group, then cgroups) and reap bwrap."""
         self.dead = True
         pids = self.process_ids()
+        if self._proc is not None and self._proc.returncode is None and len(pids) > 1:
+            # Kill the PID namespace's init first (the kernel then kills the whole namespace)
+            # and let the outer bwrap reap it and exit: killing the outer one first would leave
+            # the init as a zombie for the host's pid 1 to reap.
+            _kill(pids[1])
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), 2.0)
+            except asyncio.TimeoutError:
+                pass
         if self._proc is not None and self._proc.returncode is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(pid)
         if self._proc is not None:
             try:
                 await asyncio.wait_for(self._proc.wait(), 5.0)
@@ -253,3 +259,10 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
         await self.kill()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
