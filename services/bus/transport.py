@@ -35,8 +35,11 @@ Delivery guarantees:
   the dead-letter stream ``<stream>:dead`` with the reason, then acked, and
   logged: never silently lost, never blocking the queue.
 * Not covered: a consumer that is merely slow (not dead) past ``min_idle_ms``
-  is reclaimed and its entry processed twice unless it calls ``touch`` to
-  reset the idle clock; the ledger then reports the duplicate.
+  gets its entries reclaimed and processed a second time elsewhere unless it
+  calls ``touch`` (a heartbeat that resets the idle clock) while it works;
+  checking ``IdempotencyLedger.filter_new`` just before the ack narrows that
+  window but cannot close it. Size ``min_idle_ms`` above the longest
+  fetch-to-ack time.
 """
 
 from __future__ import annotations
@@ -337,9 +340,18 @@ class StreamConsumer(Generic[T]):
             await self.redis.xack(self.stream, self.group, *gone)
 
     async def _read_new(self, count: int, block_ms: int) -> list[tuple[Any, dict]]:
-        reply = await self.redis.xreadgroup(
-            self.group, self.name, {self.stream: ">"}, count=count, block=block_ms or None
-        )
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.name, {self.stream: ">"}, count=count, block=block_ms or None
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("%s: group %s vanished (stream deleted?); re-creating it", self.stream,
+                        self.group)
+            self._group_ready = False
+            await self.ensure_group()
+            return []
         if not reply:
             return []
         entries = reply.values() if isinstance(reply, dict) else [e for _, e in reply]

@@ -217,3 +217,50 @@ def test_broadcast_every_reader_sees_every_message_and_latest_wins(redis_url, st
     assert a == b == [1, 2, 3, 4, 5]
     assert latest is not None and latest.version == 5  # newest decodable one
     assert nothing == [] and skipped == 1
+
+
+def test_touch_keeps_a_slow_consumer_from_being_reclaimed(redis_url, stream_name, make_group):
+    async def body():
+        r = connect(redis_url)
+        def consumer(name):
+            return StreamConsumer(r, stream_name, "trainer", name, RolloutGroup,
+                                  min_idle_ms=1_000, reclaim_interval_ms=0)
+        slow, other = consumer("slow"), consumer("other")
+        await slow.ensure_group()
+        await StreamProducer(r, stream_name, max_len=10).publish(make_group("long-step"))
+        (held,) = await slow.fetch(count=1, block_ms=0)
+        stolen_while_touched = []
+        for _ in range(12):  # 1.2 s of "training" (> min_idle_ms), a heartbeat every 0.1 s
+            await asyncio.sleep(0.1)
+            await slow.touch([held.entry_id])
+            stolen_while_touched += await other.fetch(count=1, block_ms=0)
+        await asyncio.sleep(1.2)  # the heartbeat stops: the entry is up for grabs
+        stolen_after = await other.fetch(count=1, block_ms=0)
+        await r.aclose()
+        return stolen_while_touched, stolen_after
+
+    stolen_while_touched, stolen_after = asyncio.run(body())
+    assert stolen_while_touched == []
+    assert [d.message.group_id for d in stolen_after] == ["long-step"]
+    assert stolen_after[0].deliveries == 2
+
+
+def test_ack_records_ledger_ids_with_the_ack(redis_url, stream_name, make_group):
+    from services.bus.idempotency import IdempotencyLedger, rollout_ids
+
+    async def body():
+        r = connect(redis_url)
+        consumer = StreamConsumer(r, stream_name, "trainer", "t0", RolloutGroup)
+        await consumer.ensure_group()
+        await StreamProducer(r, stream_name, max_len=10).publish_many(
+            [make_group("a"), make_group("b")])
+        ledger = IdempotencyLedger(r, f"{stream_name}:ledger")
+        batch = await consumer.fetch(count=2, block_ms=0)
+        ids = [rid for d in batch for rid in rollout_ids(d.message)]
+        acked = await consumer.ack([d.entry_id for d in batch], ledger=ledger, processed_ids=ids)
+        fresh = await ledger.filter_new(["a/0", "b/1", "c/0"], also_processed={"c/0"})
+        state = acked, await ledger.count(), fresh, await consumer.pending_count()
+        await r.aclose()
+        return state
+
+    assert asyncio.run(body()) == (2, 4, [], 0)
