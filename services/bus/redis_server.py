@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from typing_extensions import Self  # typing.Self is 3.11+; pydantic brings this
 
 from services.bus.settings import BusSettings
 
@@ -105,7 +106,7 @@ class RedisHandle:
             time.sleep(0.02)
         return True
 
-    def __enter__(self) -> RedisHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
