@@ -67,7 +67,7 @@ class CompileCache:
         os.replace(tmp, self.path(key))
         self._entries[key] = compile_result
         self._entries.move_to_end(key)
-        self._evict(self._entries, on_disk=True)
+        self._evict(self._entries, on_disk=True, keep=key)
 
     def store_failure(self, key: str, compile_result: ProcessResult) -> None:
         self._failures[key] = compile_result
@@ -85,11 +85,13 @@ class CompileCache:
             self._pins.pop(key, None)
         self._evict(self._entries, on_disk=True)
 
-    def _evict(self, table: OrderedDict[str, ProcessResult], on_disk: bool) -> None:
+    def _evict(self, table: OrderedDict[str, ProcessResult], on_disk: bool,
+               keep: str | None = None) -> None:
+        """Drop least recently used entries past capacity; pinned ones (in use) wait."""
         for key in list(table):
             if len(table) <= self.capacity:
                 return
-            if on_disk and key in self._pins:
+            if key == keep or (on_disk and key in self._pins):
                 continue
             del table[key]
             if on_disk:

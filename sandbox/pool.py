@@ -250,12 +250,20 @@ class SandboxPool:
                 env=self._env(slot), files=files, stdin=request.stdin,
                 max_output_bytes=lim.max_output_bytes), lim, "run")
             return RunResult(run=run)
-        compiled = await self._compiled(request)
-        if compiled.status != ProcessStatus.ok:
-            return RunResult(compile=compiled, run=None)
         assert self._cache is not None
         key = self._key(request.code)
-        self._cache.pin(key)
+        for _attempt in range(3):
+            compiled = await self._compiled(request)
+            if compiled.status != ProcessStatus.ok:
+                return RunResult(compile=compiled, run=None)
+            self._cache.pin(key)
+            if self._cache.path(key).exists():
+                break
+            self._cache.unpin(key)   # evicted while this task waited: compile again
+        else:
+            return RunResult(compile=compiled, run=ProcessResult(
+                status=ProcessStatus.sandbox_error,
+                message="compiled binary evicted repeatedly: raise compile_cache_size"))
         try:
             run = await self._execute(lambda slot: RunSpec(
                 argv=[self._cache_path(key)], python=False, limits=self._limits(lim),

@@ -1,0 +1,109 @@
+"""Sandbox overhead: a fresh `bwrap python3` per run vs the warm fork-server pool.
+
+Side by side in one process, same machine, same trivial program: the cold
+path is what a naive sandbox does per run (start bubblewrap with the same
+namespaces and a read-only /usr, then python3); the warm path is
+`SandboxPool.run`. Reports runs/s, median and p95 latency for sequential
+runs, and throughput with `--concurrency` runs in flight, then the ratios.
+
+    .venv/bin/python bench/sandbox_overhead.py --runs 200 --workers 4 --concurrency 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import time
+
+from sandbox.bwrap import root_view_args
+from sandbox.pool import SandboxPool, SandboxSettings
+from sandbox.protocol import RunRequest
+
+PROGRAM = "pass"
+
+
+def cold_command(python: str) -> list[str]:
+    return ["bwrap", *root_view_args(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--die-with-parent", "--new-session", "--clearenv", "--chdir", "/tmp",
+            python, "-c", PROGRAM]
+
+
+def summarize(name: str, latencies: list[float], wall: float) -> dict[str, float]:
+    lat = sorted(latencies)
+    row = {"runs_per_s": len(lat) / wall, "median_ms": 1000 * statistics.median(lat),
+           "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))]}
+    print(f"{name:<34} {row['runs_per_s']:>9.1f} {row['median_ms']:>10.2f} {row['p95_ms']:>9.2f}")
+    return row
+
+
+def bench_cold(runs: int, python: str) -> tuple[list[float], float]:
+    cmd, lat = cold_command(python), []
+    start = time.perf_counter()
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        lat.append(time.perf_counter() - t)
+    return lat, time.perf_counter() - start
+
+
+async def bench_cold_concurrent(runs: int, python: str, concurrency: int) -> tuple[list[float], float]:
+    cmd, lat, sem = cold_command(python), [], asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with sem:
+            t = time.perf_counter()
+            p = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.PIPE)
+            await p.communicate()
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return lat, time.perf_counter() - start
+
+
+async def bench_warm(pool: SandboxPool, runs: int, concurrency: int) -> tuple[list[float], float]:
+    lat, sem = [], asyncio.Semaphore(concurrency)
+    req = RunRequest(language="python", code=PROGRAM)
+
+    async def one() -> None:
+        async with sem:
+            t = time.perf_counter()
+            r = await pool.run(req)
+            assert r.run is not None and r.run.status.value == "ok", r
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return lat, time.perf_counter() - start
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=4)
+    args = ap.parse_args()
+    settings = SandboxSettings(workers=args.workers)
+    python = settings.python_executable
+    async with SandboxPool(settings) as pool:
+        await bench_warm(pool, 20, 1)   # warm-up: first forks, page cache
+        bench_cold(5, python)
+        print(f"trivial program {PROGRAM!r}, {args.runs} runs each, pool of {args.workers} workers")
+        print(f"{'':<34} {'runs/s':>9} {'median ms':>10} {'p95 ms':>9}")
+        cold = summarize("fresh bwrap+python3, sequential", *bench_cold(args.runs, python))
+        warm = summarize("warm pool, sequential", *await bench_warm(pool, args.runs, 1))
+        cold_c = summarize(f"fresh bwrap+python3, {args.concurrency} in flight",
+                           *await bench_cold_concurrent(args.runs, python, args.concurrency))
+        warm_c = summarize(f"warm pool, {args.concurrency} in flight",
+                           *await bench_warm(pool, args.runs, args.concurrency))
+    print(f"ratio warm/fresh runs/s: sequential {warm['runs_per_s'] / cold['runs_per_s']:.1f}x, "
+          f"{args.concurrency} in flight {warm_c['runs_per_s'] / cold_c['runs_per_s']:.1f}x; "
+          f"median latency {cold['median_ms'] / warm['median_ms']:.1f}x lower")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
