@@ -89,7 +89,7 @@ class SandboxPool:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="aspo-sandbox-")
         os.chmod(self._tmpdir.name, 0o755)
         cache_dir = s.compile_cache_dir or Path(self._tmpdir.name) / "cache"
-        self._cache = CompileCache(Path(cache_dir), max(1, s.compile_cache_size))
+        self._cache = CompileCache(Path(cache_dir), s.compile_cache_size)
         self._cxx = shutil.which(s.cxx)
         if self._cxx:
             out = subprocess.run([self._cxx, "--version"], capture_output=True, text=True, timeout=30)

@@ -44,8 +44,8 @@ class SandboxSettings(BaseSettings):
     cxx: str = Field("g++", min_length=1, description="C++ compiler (name or path under /usr).")
     cxx_flags: tuple[str, ...] = Field(("-O2", "-std=c++17", "-pipe"),
                                        description="Flags for every C++ compile (part of the cache key).")
-    compile_cache_size: int = Field(512, ge=0, le=1_000_000,
-                                    description="Compiled binaries kept (LRU); 0 disables the cache.")
+    compile_cache_size: int = Field(512, ge=1, le=1_000_000,
+                                    description="Compiled binaries kept (LRU, on disk).")
     compile_cache_dir: Path | None = Field(
         None, description="Host dir for cached binaries (bound read-only into workers); "
         "None: a private temporary dir removed at close().")
@@ -54,7 +54,8 @@ class SandboxSettings(BaseSettings):
     run_uid_base: int = Field(61000, ge=1000, le=2**31 - 4096,
                               description="Worker i runs programs as uid/gid run_uid_base + i: an "
                               "unprivileged id owning no host files, so RLIMIT_NPROC counts per run "
-                              "and a program cannot signal its fork server.")
+                              "and a program cannot signal its fork server. Give pools sharing a "
+                              "host disjoint ranges (matters for RLIMIT_NPROC without a pids cgroup).")
     address_space_slack_mb: int = Field(
         1024, ge=0, le=1 << 20, description="With a memory cgroup, RLIMIT_AS = memory_mb + this "
         "(a backstop for untouched reservations that leaves thread stacks room). Without one, "
