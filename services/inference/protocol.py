@@ -194,14 +194,17 @@ class ReplicaUpdate(BaseModel):
 class WeightUpdateResult(BaseModel):
     """Outcome of ``update_weights`` across all replicas.
 
-    ``ok`` means every replica in rotation now serves ``version``; otherwise
-    ``replicas`` says per replica what it serves (the previous version after a
-    roll-back, or nothing when it was taken out of rotation).
+    ``ok``: every replica took ``version``. ``consistent``: every replica still
+    in rotation serves the same known version, ``served_version`` (the new one,
+    or the previous one after a roll-back). ``replicas`` says per replica what
+    happened; a replica taken out of rotation serves nothing the client will use.
     """
 
     version: int
     path: str
     ok: bool
+    consistent: bool
+    served_version: int | None
     total_s: float
     max_paused_s: float
     replicas: list[ReplicaUpdate]

@@ -192,11 +192,14 @@ class WeightUpdater:
             )
             by_url = {o.url: o for o in fixed}
             outcomes = [by_url.get(o.url, o) for o in outcomes]
-        live = [o for o in outcomes if o.in_rotation]
+        live_versions = {o.version for o in outcomes if o.in_rotation}
+        consistent = len(live_versions) == 1 and None not in live_versions
         return WeightUpdateResult(
             version=version,
             path=str(path),
-            ok=not failed and all(o.version == version for o in live),
+            ok=not failed,
+            consistent=consistent,
+            served_version=next(iter(live_versions)) if consistent else None,
             total_s=time.perf_counter() - t0,
             max_paused_s=max((o.paused_s for o in outcomes), default=0.0),
             replicas=outcomes,

@@ -222,7 +222,8 @@ def test_failed_replica_rolls_back_or_is_evicted(
                 await updater.aclose()
 
     start, rolled, after_rollback, evicted, versions, sample, live = asyncio.run(main())
-    assert not rolled.ok and after_rollback == start
+    assert not rolled.ok and rolled.consistent and rolled.served_version == start
+    assert after_rollback == start
     by_url = {r.url: r for r in rolled.replicas}
     assert by_url[live].rolled_back and by_url[live].version == start
     assert not by_url[dead].in_rotation
