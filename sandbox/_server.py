@@ -181,7 +181,7 @@ class Server:
             os.environ.clear()
             os.environ.update(req["env"])
             if req.get("python"):
-                _run_python(req["argv"][0], self.workdir)
+                sys.modules["_pyrunner"].run_python(req["argv"][0], self.workdir)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             os.execve(req["argv"][0], req["argv"], req["env"])
@@ -361,72 +361,11 @@ def _close_from(lowfd):
         os.closerange(lowfd, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _run_python(path, workdir):
-    """Run a Python program in this forked interpreter as `python3 path` would; never returns."""
-    import builtins
-    import io
-    import types
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.argv = [path]
-    sys.path.insert(0, workdir)  # the server runs with -I: its sys.path has no script dir
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
-        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8",
-        errors="backslashreplace", line_buffering=True)
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__builtins__ = builtins
-    sys.modules["__main__"] = main
-    code = 0
-    try:
-        with open(path, "rb") as fh:
-            source = fh.read()
-        exec(compile(source, path, "exec"), main.__dict__)
-    except SystemExit as exc:
-        code = _exit_code(exc)
-    except BaseException:  # noqa: BLE001 - print like the interpreter does, minus this frame
-        etype, value, tb = sys.exc_info()
-        tb = tb.tb_next if tb is not None else None
-        sys.excepthook(etype, value.with_traceback(tb), tb)
-        code = 1
-    code = _finalize(code)
-    os._exit(code)
-
-
-def _exit_code(exc):
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code & 0xFF
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
-def _finalize(code):
-    """Join non-daemon threads, run atexit handlers, flush; mirrors interpreter shutdown."""
-    try:
-        if "threading" in sys.modules:
-            sys.modules["threading"]._shutdown()
-        import atexit
-        atexit._run_exitfuncs()
-    except SystemExit as exc:
-        code = _exit_code(exc)
-    except BaseException:  # noqa: BLE001
-        pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001 - e.g. BrokenPipeError: the reader is gone
-            code = code or 120
-    return code
-
-
 def main():
     cfg = json.loads(sys.argv[1])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _pyrunner  # noqa: F401 - cached in sys.modules for the forked children
+    del sys.path[0]
     for name in cfg.get("preimport", []):
         try:
             __import__(name)

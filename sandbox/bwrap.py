@@ -65,6 +65,8 @@ def build_command(
     args += ["--proc", "/proc", "--dev", "/dev", "--dir", WORKDIR_IN_SANDBOX]
     args += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/aspo-sandbox"]
     args += ["--ro-bind", str(server_script), SERVER_PATH_IN_SANDBOX]
+    args += ["--ro-bind", str(server_script.with_name("_pyrunner.py")),
+             SERVER_PATH_IN_SANDBOX.replace("server.py", "_pyrunner.py")]
     args += ["--ro-bind", str(cache_dir), CACHE_DIR_IN_SANDBOX]
     for ctrl, d in cgroup_dirs.items():
         args += ["--bind", str(d), f"{CGROUP_DIR_IN_SANDBOX}/{ctrl}"]
