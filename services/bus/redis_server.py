@@ -26,6 +26,7 @@ its data directory at ``<run_dir>/redis``:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -125,10 +126,28 @@ def ensure_redis(run_dir: str | Path, settings: BusSettings | None = None) -> Re
         return RedisHandle(url=settings.url)
     data_dir = (Path(run_dir) / "redis").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    adopted = _adopt_running(data_dir)
-    if adopted is not None:
-        return adopted
-    return _start_private(data_dir, settings)
+    # Two processes starting on one run dir at once must not run two servers on one AOF.
+    with open(data_dir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        adopted = _adopt_running(data_dir)
+        if adopted is not None:
+            return adopted
+        return _start_private(data_dir, settings)
+
+
+def find_private(run_dir: str | Path) -> RedisHandle | None:
+    """The run dir's private server if it is running; never starts one."""
+    return _adopt_running((Path(run_dir) / "redis").resolve())
+
+
+def stop_private(run_dir: str | Path, timeout_s: float = 10.0) -> bool:
+    """Stop the private server of a run dir if one runs (e.g. left by a crashed
+    orchestrator); returns whether one was stopped."""
+    handle = find_private(run_dir)
+    if handle is None:
+        return False
+    handle.close(timeout_s)
+    return True
 
 
 def check_server(url: str, timeout_s: float = 5.0) -> tuple[int, ...]:
