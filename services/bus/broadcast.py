@@ -20,7 +20,9 @@ import msgspec
 import redis.asyncio as aioredis
 from msgspec import DecodeError, ValidationError
 
-from services.bus.transport import DATA, KIND, MSGPACK, Codec
+from services.bus.codec import MSGPACK, Codec
+from services.bus.settings import default
+from services.bus.transport import DATA, KIND
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ class Broadcaster:
     """Publishes announcements to a length-bounded broadcast stream."""
 
     def __init__(
-        self, redis: aioredis.Redis, stream: str, max_len: int = 10_000, *, codec: Codec = MSGPACK
+        self, redis: aioredis.Redis, stream: str,
+        max_len: int = default("broadcast_max_len"), *, codec: Codec = MSGPACK,
     ) -> None:
         if max_len < 1:
             raise ValueError(f"stream {stream}: max_len must be >= 1, got {max_len}")
@@ -71,7 +74,9 @@ class BroadcastReader(Generic[T]):
             self.last_id = _text(newest[0][0]) if newest else "0-0"
         return self.last_id
 
-    async def read(self, count: int = 100, block_ms: int = 1_000) -> list[tuple[str, T]]:
+    async def read(
+        self, count: int = 100, block_ms: int = default("block_ms")
+    ) -> list[tuple[str, T]]:
         """Messages after the last-seen id; blocks up to ``block_ms`` (0 = no block)."""
         last = await self.start()
         reply = await self.redis.xread({self.stream: last}, count=count, block=block_ms or None)

@@ -13,7 +13,7 @@ directory. Every other field reads ``ASPO_BUS_<FIELD>``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,3 +101,8 @@ class BusSettings(BaseSettings):
         default=15.0, gt=0, le=600,
         description="How long to wait for a private redis-server to answer PING.",
     )
+
+
+def default(field: str) -> Any:
+    """A field's declared default, so constructors elsewhere never restate it."""
+    return BusSettings.model_fields[field].default

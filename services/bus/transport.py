@@ -56,6 +56,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from services.bus.codec import JSON, MSGPACK, Codec
+from services.bus.settings import default
 
 __all__ = [
     "JSON", "MSGPACK", "BackpressureTimeout", "BusError", "Codec", "Delivery",
@@ -124,7 +125,7 @@ class StreamProducer:
         max_len: int,
         *,
         codec: Codec = MSGPACK,
-        timeout_s: float = 3600.0,
+        timeout_s: float = default("publish_timeout_s"),
         batch_bytes: int = 8 << 20,
         poll_s: tuple[float, float] = (0.002, 0.2),
     ) -> None:
@@ -218,9 +219,9 @@ class StreamConsumer(Generic[T]):
         message_type: type[T],
         *,
         codec: Codec = MSGPACK,
-        min_idle_ms: int = 60_000,
-        reclaim_interval_ms: int = 5_000,
-        max_deliveries: int = 5,
+        min_idle_ms: int = default("reclaim_min_idle_ms"),
+        reclaim_interval_ms: int = default("reclaim_interval_ms"),
+        max_deliveries: int = default("max_deliveries"),
         dead_letter_stream: str | None = None,
         delete_on_ack: bool = True,
     ) -> None:
@@ -246,7 +247,9 @@ class StreamConsumer(Generic[T]):
                 raise
         self._group_ready = True
 
-    async def fetch(self, count: int = 16, block_ms: int = 1_000) -> list[Delivery[T]]:
+    async def fetch(
+        self, count: int = 16, block_ms: int = default("block_ms"),
+    ) -> list[Delivery[T]]:
         """Up to ``count`` messages: own/others' stale pending first, then new ones.
 
         Blocks up to ``block_ms`` only when nothing was reclaimed; 0 = no block.

@@ -264,3 +264,30 @@ def test_ack_records_ledger_ids_with_the_ack(redis_url, stream_name, make_group)
         return state
 
     assert asyncio.run(body()) == (2, 4, [], 0)
+
+
+def test_channels_built_from_settings_talk_to_each_other(redis_url, stream_name, make_group):
+    from services.bus import channels
+    from services.bus.settings import BusSettings
+
+    settings = BusSettings(url=redis_url, rollout_stream=f"{stream_name}:r",
+                           policy_stream=f"{stream_name}:p", ledger_key=f"{stream_name}:l",
+                           max_len=2)
+
+    async def body():
+        r = connect(redis_url)
+        consumer = channels.rollout_consumer(r, settings, "trainer-0")
+        await consumer.ensure_group()
+        producer = channels.rollout_producer(r, settings)
+        with pytest.raises(BackpressureTimeout):  # max_len from the settings bounds it
+            await producer.publish_many([make_group(f"g{i}") for i in range(3)], timeout_s=0.1)
+        got = await consumer.fetch(count=5, block_ms=0)
+        reader = channels.policy_reader(r, settings)
+        await reader.start()
+        await channels.policy_broadcaster(r, settings).publish(
+            PolicyVersion(version=2, path="/p/v2", trainer_step=20))
+        versions = [m.version for _, m in await reader.read(block_ms=0)]
+        await r.aclose()
+        return [d.message.group_id for d in got], versions
+
+    assert asyncio.run(body()) == (["g0", "g1"], [2])
