@@ -13,6 +13,12 @@ driven by one thread of a private thread pool, so the asyncio loop never blocks.
 Workers are forked from a forkserver that has math-verify and sympy imported
 already, so a replacement is ready in tens of milliseconds.
 
+Two deadlines: a soft one inside the worker (SIGALRM via setitimer at
+a fraction of the deadline, setting `math_soft_deadline_fraction`, raising an exception math-verify does
+not catch) ends most slow items while keeping the worker and its warm caches;
+the hard one (the parent's SIGKILL at the full deadline) covers code that never
+returns to the interpreter. Both give status "timeout".
+
 Not protected against: a worker that stays within its memory cap and deadline
 but returns a wrong verdict (that is math-verify's verdict).
 """
@@ -24,6 +30,7 @@ import logging
 import multiprocessing as mp
 import queue
 import resource
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +42,35 @@ log = logging.getLogger(__name__)
 _PRELOAD = ["math_verify", "sympy", "services.reward.math_verifier"]
 
 
-def _worker_main(conn: Connection, memory_mb: int) -> None:
+class _SoftDeadline(BaseException):
+    """Raised by the worker's own timer; a BaseException so math-verify's `except Exception` lets it through."""
+
+
+def _on_soft_deadline(signum: int, frame: object) -> None:
+    raise _SoftDeadline()
+
+
+def _verify_with_soft_deadline(gold: str, completion: str, soft_s: float | None) -> dict[str, Any]:
+    from services.reward.math_verifier import verify_item
+
+    if soft_s is None:
+        return verify_item(gold, completion)
+    signal.setitimer(signal.ITIMER_REAL, soft_s)
+    try:
+        return verify_item(gold, completion)
+    except _SoftDeadline:
+        return {"status": "timeout", "correct": False, "extracted": None,
+                "message": f"verification exceeded the soft deadline of {soft_s:.3g}s"}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _worker_main(conn: Connection, memory_mb: int, soft_s: float | None) -> None:
     """Worker loop: receive (gold, completion), answer a result dict; None stops it."""
     limit = memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # silences "timeout disabled" notes
-    from services.reward.math_verifier import verify_item
+    signal.signal(signal.SIGALRM, _on_soft_deadline)
 
     while True:
         try:
@@ -51,7 +81,7 @@ def _worker_main(conn: Connection, memory_mb: int) -> None:
             return
         gold, completion = msg
         try:
-            result = verify_item(gold, completion)
+            result = _verify_with_soft_deadline(gold, completion, soft_s)
         except MemoryError:
             result = {"status": "error", "correct": False, "extracted": None, "message": "memory cap reached"}
         except RecursionError:
@@ -70,9 +100,10 @@ class _Worker:
 class MathWorkerPool:
     """Verify math items in `workers` processes, each item under a hard deadline."""
 
-    def __init__(self, workers: int, timeout_s: float, memory_mb: int) -> None:
+    def __init__(self, workers: int, timeout_s: float, memory_mb: int, soft_fraction: float | None) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
+        self.soft_s = None if soft_fraction is None else timeout_s * soft_fraction
         self.memory_mb = memory_mb
         self._ctx = mp.get_context("forkserver")
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -91,7 +122,7 @@ class MathWorkerPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.memory_mb), daemon=True, name="math-worker")
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.memory_mb, self.soft_s), daemon=True, name="math-worker")
         proc.start()
         child.close()
         worker = _Worker(proc, parent)

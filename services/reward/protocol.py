@@ -176,6 +176,7 @@ class ScoreResult(BaseModel):
     reward: float = Field(0.0, description="Reward (0 for errors).")
     message: str = Field("", description="Error details.")
     extracted: str | None = Field(None, description="math: the extracted answer.")
+    elapsed_s: float | None = Field(None, description="math: verification time in the worker, seconds.")
     passed: int | None = Field(None, description="code: tests passed.")
     total: int | None = Field(None, description="code: tests given.")
     tests: list[TestResult] | None = Field(None, description="code: per-test results.")

@@ -85,7 +85,9 @@ class RewardService:
         self.metrics = RewardMetrics()
         self.admission = Admission(settings.max_concurrency, settings.max_queue)
         self.sandbox = sandbox_pool
-        self.math = MathWorkerPool(settings.math_workers, settings.math_timeout_s, settings.math_memory_mb)
+        self.math = MathWorkerPool(
+            settings.math_workers, settings.math_timeout_s, settings.math_memory_mb, settings.math_soft_deadline_fraction
+        )
         self.started = False
 
     async def start(self) -> None:
@@ -194,7 +196,7 @@ class RewardService:
             if kind == "math":
                 m = await self._verify_math(MathVerifyRequest.model_validate(fields))
                 return ScoreResult(id=item_id, kind=kind, status=m.status, correct=m.correct, reward=m.reward,
-                                   message=note + m.message, extracted=m.extracted)
+                                   message=note + m.message, extracted=m.extracted, elapsed_s=m.elapsed_s)
             if kind == "code":
                 c = await self._verify_code(CodeVerifyRequest.model_validate(fields))
                 return ScoreResult(id=item_id, kind=kind, status=c.status, correct=c.correct, reward=c.reward,

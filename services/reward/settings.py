@@ -30,6 +30,10 @@ class RewardSettings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, le=600, description="Retry-After value sent with 503.")
     math_workers: int = Field(2, ge=1, le=256, description="Math verification worker processes (size it by the slowest items, not the median).")
     math_timeout_s: float = Field(5.0, gt=0, le=300, description="Hard deadline per math item; the worker is killed and replaced when it passes.")
+    math_soft_deadline_fraction: float | None = Field(
+        0.8, gt=0, lt=1, description="The worker interrupts itself (SIGALRM) at this fraction of the deadline and "
+        "stays warm; None = only the hard kill at the deadline.",
+    )
     math_memory_mb: int = Field(2048, ge=256, le=65536, description="Address-space cap (RLIMIT_AS) of each math worker.")
     math_max_chars: int = Field(100_000, ge=100, le=10_000_000, description="Longest completion or ground truth accepted for math.")
     code_timeout_per_test_s: float = Field(6.0, gt=0, le=600, description="Default wall-clock limit per test run.")

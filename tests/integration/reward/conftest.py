@@ -66,6 +66,12 @@ def reward_url() -> Iterator[str]:
 
 
 @pytest.fixture()
+def start_reward_server():  # -> the reward_server context manager
+    """Start an extra server with its own settings: `with start_reward_server(api_key=...) as url:`."""
+    return reward_server
+
+
+@pytest.fixture()
 def server_secret() -> str:
     """A value in the server's environment that no program may see."""
     return SECRET

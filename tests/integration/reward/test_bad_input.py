@@ -8,8 +8,6 @@ import time
 import httpx
 import pytest
 
-from conftest import reward_server
-
 ENDPOINTS = ["/run_code", "/v1/verify/math", "/v1/verify/code", "/v1/score"]
 GARBAGE_BODIES: list[bytes] = [
     b"", b"{", b"null", b"[]", b"42", b'"string"', b"\xff\xfe\x00garbage", b'{"code": "\xff"}',
@@ -60,8 +58,8 @@ def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
     assert all(p.get("description") for p in props.values())
 
 
-def test_api_key_and_overload() -> None:
-    with reward_server(api_key="test-key-123456", max_concurrency="1", max_queue="0", retry_after_s="2") as url:
+def test_api_key_and_overload(start_reward_server) -> None:
+    with start_reward_server(api_key="test-key-123456", max_concurrency="1", max_queue="0", retry_after_s="2") as url:
         assert httpx.post(f"{url}/v1/verify/math", json={"completion": "1", "ground_truth": "1"}).status_code == 401
         wrong = httpx.post(f"{url}/run_code", json={"code": "x", "language": "python"}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401

@@ -7,7 +7,6 @@ import json
 import httpx
 import psutil
 
-
 CPP_SUM = "#include <iostream>\nint main(){long a,b; std::cin>>a>>b; std::cout<<a+b<<std::endl; return 0;}\n"
 
 

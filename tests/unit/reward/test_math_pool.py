@@ -1,4 +1,4 @@
-"""The math worker pool: hung items are killed at the deadline, the rest of the batch is unaffected."""
+"""The math worker pool: hung items end at their deadline, the rest of the batch is unaffected."""
 
 from __future__ import annotations
 
@@ -7,33 +7,50 @@ import asyncio
 from services.reward.math_pool import MathWorkerPool
 
 POWER_TOWER = r"\boxed{5^{5^{5^{5}}}}"
+ITEMS = [("42", r"\boxed{42}"), ("3125", POWER_TOWER), ("1/2", r"\boxed{0.5}"), ("7", r"\boxed{8}")]
 
 
-def test_hanging_item_times_out_and_others_still_succeed() -> None:
-    pool = MathWorkerPool(workers=2, timeout_s=1.5, memory_mb=2048)
+def _run_batch(pool: MathWorkerPool) -> list[dict]:
+    async def run() -> list[dict]:
+        return await asyncio.gather(*[pool.verify(g, c) for g, c in ITEMS])
+
+    return asyncio.run(run())
+
+
+def test_soft_deadline_ends_a_hung_item_and_keeps_the_worker() -> None:
+    pool = MathWorkerPool(workers=2, timeout_s=1.5, memory_mb=2048, soft_fraction=0.6)
     pool.start()
     try:
-        items = [("42", r"\boxed{42}"), ("3125", POWER_TOWER), ("1/2", r"\boxed{0.5}"), ("7", r"\boxed{8}")]
-
-        async def run() -> list[dict]:
-            return await asyncio.gather(*[pool.verify(g, c) for g, c in items])
-
-        results = asyncio.run(run())
+        results = _run_batch(pool)
         assert [r["status"] for r in results] == ["ok", "timeout", "ok", "ok"]
         assert [r["correct"] for r in results] == [True, False, True, False]
-        assert results[1]["elapsed_s"] < 1.5 + 5.0   # killed at the deadline, not left to run
+        assert results[1]["elapsed_s"] < 1.5 + 5.0
         stats = pool.stats()
-        assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["busy"] == 0
-        # the replacement worker serves the next item
-        again = asyncio.run(pool.verify("2", r"\boxed{2}"))
-        assert again["status"] == "ok" and again["correct"]
+        assert stats["timeouts"] == 1 and stats["restarts"] == 0 and stats["busy"] == 0
     finally:
         pool.close()
-    assert all(not w.process.is_alive() for w in pool._all)
 
 
-def test_worker_that_dies_gives_an_error_and_is_replaced() -> None:
-    pool = MathWorkerPool(workers=1, timeout_s=5, memory_mb=2048)
+def test_hard_deadline_kills_and_replaces_the_worker() -> None:
+    pool = MathWorkerPool(workers=2, timeout_s=1.5, memory_mb=2048, soft_fraction=None)
+    pool.start()
+    try:
+        results = _run_batch(pool)
+        assert [r["status"] for r in results] == ["ok", "timeout", "ok", "ok"]
+        assert "killed" in results[1]["message"]
+        assert results[1]["elapsed_s"] < 1.5 + 5.0   # killed at the deadline, not left to run
+        stats = pool.stats()
+        assert stats["timeouts"] == 1 and stats["restarts"] == 1
+        again = asyncio.run(pool.verify("2", r"\boxed{2}"))   # the replacement serves the next item
+        assert again["status"] == "ok" and again["correct"]
+        processes = [w.process for w in pool._all]
+    finally:
+        pool.close()
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
+
+
+def test_worker_that_died_while_idle_is_replaced_before_use() -> None:
+    pool = MathWorkerPool(workers=1, timeout_s=5, memory_mb=2048, soft_fraction=0.8)
     pool.start()
     try:
         worker = pool._idle.get()
@@ -41,7 +58,7 @@ def test_worker_that_dies_gives_an_error_and_is_replaced() -> None:
         worker.process.join()
         pool._idle.put(worker)
         result = asyncio.run(pool.verify("1", r"\boxed{1}"))
-        assert result["status"] == "ok" and result["correct"]   # a dead idle worker is replaced first
+        assert result["status"] == "ok" and result["correct"]
         assert pool.stats()["restarts"] == 1
     finally:
         pool.close()
