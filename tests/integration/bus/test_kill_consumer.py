@@ -16,7 +16,9 @@ from services.bus.messages import RolloutGroup
 from services.bus.transport import StreamConsumer, StreamProducer, connect
 
 N_GROUPS, SAMPLES, VICTIM_HELD, VICTIM_RECORDED = 200, 2, 30, 10
-MIN_IDLE_MS = 1_500  # live workers ack within a few ms; only the dead one's entries get this old
+# Live workers ack within milliseconds; only the dead one's entries age this much.
+# The wide margin keeps a loaded CI machine from reclaiming a live worker's batch.
+MIN_IDLE_MS = 3_000
 
 
 def _start_victim(url: str, stream: str, ledger_key: str) -> subprocess.Popen[str]:
