@@ -55,6 +55,13 @@ def arithmetic_tasks(split: str, seed: int, levels: tuple[int, ...] = (1,), star
         raise ValueError(f"split must be one of {sorted(_SPLIT_SALT)}, got {split!r}")
     index = start
     while True:
-        rng = random.Random(hash((seed, _SPLIT_SALT[split], index)) & 0xFFFFFFFF)
-        yield make_task(levels[index % len(levels)], rng, index, split)
+        yield arithmetic_task(split, seed, levels, index)
         index += 1
+
+
+def arithmetic_task(split: str, seed: int, levels: tuple[int, ...] | list[int], index: int) -> Task:
+    """The ``index``-th task of a split's stream (random access, for resume)."""
+    if split not in _SPLIT_SALT:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_SALT)}, got {split!r}")
+    rng = random.Random(hash((seed, _SPLIT_SALT[split], index)) & 0xFFFFFFFF)
+    return make_task(levels[index % len(levels)], rng, index, split)

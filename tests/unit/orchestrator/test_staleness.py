@@ -56,3 +56,18 @@ def test_staleness_check():
     assert not is_too_stale(5, 3, 2)
     assert is_too_stale(5, 2, 2)
     assert sample_lag(5, 2) == 3
+
+
+def test_bookkeeping_requeues_in_flight_after_restart(tmp_path):
+    from orchestrator.bookkeeping import Bookkeeping, load_bookkeeping, save_bookkeeping
+
+    book = Bookkeeping()
+    a, b, c = book.claim(), book.claim(), book.claim()
+    book.release(b)
+    book.accepted_groups = 1
+    path = tmp_path / "state.json"
+    save_bookkeeping(book, path)
+    again = load_bookkeeping(path)
+    assert again.in_flight == [] and again.retry_queue == [a, c]
+    assert [again.claim(), again.claim(), again.claim()] == [a, c, 3]
+    assert again.accepted_groups == 1

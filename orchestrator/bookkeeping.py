@@ -1,0 +1,61 @@
+"""Crash-safe bookkeeping of the loop: dataset cursor, in-flight work, counters.
+
+Written atomically (temp file + fsync + rename) each time a group leaves
+generation. After a crash, tasks that were in flight are generated again with
+the same deterministic group and rollout ids; if a group did reach the stream
+before the crash, the trainer's consumed-id ledger skips the copy: nothing is
+lost and nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Bookkeeping(BaseModel):
+    next_task_index: int = Field(0, description="Tasks claimed so far (the cursor).")
+    in_flight: list[int] = Field(default_factory=list, description="Claimed task indices not yet published or filtered.")
+    retry_queue: list[int] = Field(default_factory=list, description="Task indices to generate again first (were in flight at a crash).")
+    accepted_samples: int = 0
+    accepted_groups: int = 0
+    samples_generated: int = 0
+    samples_filtered: int = 0
+    reward_failures: int = 0
+    evaluated_steps: list[int] = Field(default_factory=list)
+
+    def claim(self) -> int:
+        index = self.retry_queue.pop(0) if self.retry_queue else self.next_task_index
+        if index == self.next_task_index:
+            self.next_task_index += 1
+        self.in_flight.append(index)
+        return index
+
+    def release(self, index: int) -> None:
+        self.in_flight.remove(index)
+
+    def after_restart(self) -> None:
+        """In-flight work of a dead process is generated again, before new tasks."""
+        self.retry_queue = sorted(set(self.retry_queue) | set(self.in_flight))
+        self.in_flight = []
+
+
+def load_bookkeeping(path: Path) -> Bookkeeping:
+    if not path.exists():
+        return Bookkeeping()
+    book = Bookkeeping.model_validate_json(path.read_text())
+    book.after_restart()
+    return book
+
+
+def save_bookkeeping(book: Bookkeeping, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(book.model_dump()))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,92 @@
+"""Scoring rollouts through the reward service's `/v1/score` (HTTP).
+
+A reward failure never loses a rollout silently: each call has a deadline and
+is retried with backoff; items the service cannot score come back as
+`None` and are counted by the caller (the whole group is then skipped, since
+group advantages need every reward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import httpx
+
+from orchestrator.settings import RewardClientSettings
+from orchestrator.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
+# statuses meaning "the answer was judged" (a wrong or missing answer is reward 0, not a failure)
+_JUDGED = {"ok", "no_answer", "timeout", "compile_error", "no_code"}
+
+
+def last_code_block(text: str) -> str:
+    """The last fenced code block of a completion, or the whole text when there is none."""
+    blocks = _FENCE.findall(text)
+    return blocks[-1] if blocks else text
+
+
+def score_item(task: Task, completion: str, item_id: str, timeout_per_test_s: float) -> dict[str, Any]:
+    """The /v1/score item for one completion of ``task``."""
+    if task.kind == "math":
+        return {"id": item_id, "kind": "math", "completion": completion, "ground_truth": task.ground_truth}
+    tests = dict(task.tests or {})
+    suffix = tests.pop("append_code", None)
+    item: dict[str, Any] = {"id": item_id, "kind": "code", "tests": tests, "timeout_per_test": timeout_per_test_s}
+    if suffix:  # HumanEval-style: the model's code, then the problem's own check()
+        item.update(code=last_code_block(completion) + suffix, language="python")
+    else:
+        item["completion"] = completion
+    return item
+
+
+class RewardClient:
+    def __init__(self, settings: RewardClientSettings) -> None:
+        self.settings = settings
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self.http = httpx.AsyncClient(base_url=settings.url, headers=headers, timeout=settings.timeout_s)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def score(self, task: Task, completions: list[str]) -> list[float | None]:
+        """Rewards in order; None for an item the service could not judge after retries."""
+        items = [
+            score_item(task, c, f"{task.task_id}#{i}", self.settings.code_timeout_per_test_s)
+            for i, c in enumerate(completions)
+        ]
+        results = await self._post_with_retries(items)
+        if results is None:
+            return [None] * len(completions)
+        rewards: list[float | None] = []
+        for r in results:
+            if r.get("status") in _JUDGED:
+                rewards.append(float(r.get("reward", 0.0)))
+            else:
+                log.warning("reward item %s not judged: %s %s", r.get("id"), r.get("status"), r.get("message", "")[:200])
+                rewards.append(None)
+        return rewards
+
+    async def _post_with_retries(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        delay = 0.5
+        for attempt in range(self.settings.retries + 1):
+            try:
+                resp = await self.http.post("/v1/score", json={"items": items})
+                if resp.status_code == 200:
+                    results = resp.json()["results"]
+                    if len(results) == len(items):
+                        return results
+                    log.error("reward service answered %d results for %d items", len(results), len(items))
+                elif resp.status_code < 500 and resp.status_code not in (408, 429):
+                    log.error("reward service refused the batch (%d): %s", resp.status_code, resp.text[:300])
+                    return None
+            except (httpx.HTTPError, ValueError, KeyError) as err:  # retried: the service may be restarting
+                log.warning("reward call failed (attempt %d): %s", attempt + 1, err)
+            await asyncio.sleep(delay)
+            delay *= 2
+        return None
