@@ -112,6 +112,15 @@ class RunState:
         with self._lock:
             return [s.model_copy(deep=True) for s in self._steps if s.step >= since]
 
+    def lag_histogram_total(self) -> dict[int, int]:
+        """lag -> samples trained with that lag, summed over the kept steps (read helper, no copies)."""
+        total: dict[int, int] = {}
+        with self._lock:
+            for record in self._steps:
+                for lag, n in record.lag_histogram.items():
+                    total[lag] = total.get(lag, 0) + n
+        return dict(sorted(total.items()))
+
     def record_samples(self, samples: list[SampleRecord]) -> None:
         with self._lock:
             self._samples.extend(samples)
