@@ -56,7 +56,9 @@ class BusSettings(BaseSettings):
     max_len: int = Field(
         default=256, ge=1, le=1_000_000,
         description="Most unacknowledged entries a work stream may hold; publishers wait "
-        "(backpressure) beyond it. 256 RolloutGroups of 16x1k tokens are ~55 MB.",
+        "(backpressure) beyond it. 256 RolloutGroups of 16x1k tokens are ~55 MB. Must exceed "
+        "what the trainer holds unacked between checkpoints (it acks at checkpoint time), "
+        "else producer and trainer wait on each other.",
     )
     broadcast_max_len: int = Field(
         default=10_000, ge=1, le=10_000_000,
