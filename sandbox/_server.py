@@ -120,11 +120,34 @@ class Server:
         with open(os.path.join(self.cg[ctrl], name), "w") as fh:
             fh.write(str(value))
 
+    def join_cgroups(self):
+        """Move this server into the worker's cgroups once, so each run's child is born there.
+
+        Moving a process between cgroups waits for an RCU grace period (milliseconds,
+        more under load); forking inside the cgroup costs nothing. The server is
+        shielded from the OOM killer (its children reset that) and counted in limits.
+        """
+        if not self.cg:
+            return
+        for ctrl in self.cg:
+            self._cg_write(ctrl, "cgroup.procs", os.getpid())
+
+    def _memory_usage(self):
+        for name in ("memory.usage_in_bytes", "memory.current"):
+            try:
+                with open(os.path.join(self.cg["memory"], name)) as fh:
+                    return int(fh.read())
+            except OSError:
+                continue
+        return 0
+
     def _set_cgroup_limits(self, lim):
-        mem = lim["memory_mb"] << 20
+        """The run's limits, or none at all (lim=None) between runs, when only the server is
+        in the cgroups: it must never be OOM-killed receiving the next run's files."""
         if self.cg.get("memory"):
+            mem = -1 if lim is None else (lim["memory_mb"] << 20) + self._memory_usage()
             if os.path.exists(os.path.join(self.cg["memory"], "memory.limit_in_bytes")):  # v1
-                # memsw must stay >= mem: try both orders (raising vs lowering).
+                # memsw must stay >= mem: lowering sets mem first, raising memsw first.
                 names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
                 names = [n for n in names if os.path.exists(os.path.join(self.cg["memory"], n))]
                 try:
@@ -134,11 +157,11 @@ class Server:
                     for n in reversed(names):
                         self._cg_write("memory", n, mem)
             else:
-                self._cg_write("memory", "memory.max", mem)
+                self._cg_write("memory", "memory.max", "max" if lim is None else mem)
                 if os.path.exists(os.path.join(self.cg["memory"], "memory.swap.max")):
                     self._cg_write("memory", "memory.swap.max", 0)
-        if self.cg.get("pids"):
-            self._cg_write("pids", "pids.max", lim["max_processes"])
+        if self.cg.get("pids"):   # + 1: this server
+            self._cg_write("pids", "pids.max", "max" if lim is None else lim["max_processes"] + 1)
 
     def _oom_kills(self):
         d = self.cg.get("memory")
@@ -163,9 +186,9 @@ class Server:
         try:
             os.setsid()
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            for ctrl in ("memory", "pids"):
-                if self.cg.get(ctrl):
-                    self._cg_write(ctrl, "cgroup.procs", os.getpid())
+            if self.cg.get("memory"):
+                with open("/proc/self/oom_score_adj", "w") as fh:
+                    fh.write("1000")   # the OOM killer's first choice: the run, not the server
             for i, fd in enumerate(fds):
                 os.dup2(fd, i)
             _close_from(3)
@@ -247,6 +270,7 @@ class Server:
             }
         finally:
             self._wipe_workdir()
+            self._set_cgroup_limits(None)
         return report, fetched
 
     def _wait(self, pid, deadline):
@@ -372,10 +396,12 @@ def main():
         except ImportError:
             pass
     sock = socket.socket(fileno=cfg["control_fd"])
+    server = Server(sock, cfg)
+    server.join_cgroups()
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "child subreaper")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    Server(sock, cfg).serve()
+    server.serve()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "local
              "python3.11", "python3")
 TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # What the fork server keeps: mount the per-run tmpfs, drop to the run uid, kill the run.
+# (bwrap 0.8 keeps ALL capabilities when CAP_SYS_RESOURCE is added: do not add it.)
 SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN",
                "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 

@@ -213,6 +213,7 @@ class SandboxPool:
             if spec.sink is not None and spec.fetch and raw.fetched:
                 spec.sink[spec.fetch] = raw.fetched
             leftovers = self._cgroups.pids_in(worker.cgroup_dirs) if self._cgroups else set()
+            leftovers.discard(worker.server_pid or 0)
             replace = worker.dead or bool(leftovers)
             return to_process_result(raw, _cpu_limit(limits), what)
         except WorkerDead as exc:

@@ -83,6 +83,7 @@ class Worker:
         self._log = tempfile.TemporaryFile()
         self.dead = False
         self.runs = 0
+        self.server_pid: int | None = None   # host pid of the fork server (it sits in the cgroups)
 
     @property
     def pid(self) -> int | None:
@@ -103,12 +104,14 @@ class Worker:
         try:
             msg, _ = await asyncio.wait_for(self._recv_frame(), self._start_timeout_s)
         except (asyncio.TimeoutError, EOFError, OSError, ValueError) as exc:
+            log = self.server_log()
             await self.kill()
-            raise WorkerDead(f"fork server {self.name} did not start ({exc!r}): "
-                             f"{self.server_log()}") from None
+            raise WorkerDead(f"fork server {self.name} did not start ({exc!r}): {log}") from None
         if msg.get("op") != "ready":
             await self.kill()
             raise WorkerDead(f"fork server {self.name} sent {msg!r} instead of ready")
+        tree = self.process_ids()   # [bwrap, bwrap init, server], or [server] when unsandboxed
+        self.server_pid = tree[-1]
 
     def server_log(self, limit: int = 2000) -> str:
         """Tail of what bwrap / the fork server printed (for error messages)."""

@@ -102,3 +102,14 @@ def test_concurrent_runs_on_small_pool_all_answered(sbx):
     results = sbx.gather(reqs)
     assert [r.run.stdout for r in results[:24]] == [f"{i * 2}\n" for i in range(24)]
     assert [r.run.stdout for r in results[24:]] == [f"{2 * i}\n" for i in range(6)]
+
+
+def test_big_input_files_after_a_tight_memory_run(sbx):
+    """Limits are lifted between runs: the server receives big files whatever the last run had."""
+    big = RunRequest(language="python", code="import os; print(os.path.getsize('big.bin'))",
+                     files={"big.bin": b"\1" * (48 << 20)},
+                     limits=ExecutionLimits(memory_mb=64, workdir_size_mb=128))
+    for _ in range(2):
+        assert sbx.run(code="print('tight')", memory_mb=32).run.stdout == "tight\n"
+    results = sbx.gather([big, big])
+    assert [r.run.stdout for r in results] == [f"{48 << 20}\n"] * 2
