@@ -39,8 +39,16 @@ def serve(
     from trainer.service import TrainerService
     from trainer.sources import DirectorySource, FileAnnouncer
 
-    source = DirectorySource(settings.source.path or settings.run_dir / "rollouts")
-    service = TrainerService(settings, source, FileAnnouncer(settings.run_dir / "policy"))
+    if settings.source.type == "redis":
+        from services.bus.settings import BusSettings
+        from trainer.bus import BusAnnouncer, BusBridge, RedisRolloutSource
+
+        bridge = BusBridge(BusSettings())
+        source, announcer = RedisRolloutSource(bridge), BusAnnouncer(bridge)
+    else:
+        source = DirectorySource(settings.source.path or settings.run_dir / "rollouts")
+        announcer = FileAnnouncer(settings.run_dir / "policy")
+    service = TrainerService(settings, source, announcer)
     if settings.server.port == 0:
         service.run()
         return

@@ -139,6 +139,7 @@ class TrainerService:
             return None
         self.state = "training"
         samples: list[RolloutSample] = [s for g in groups for s in g.samples]
+        lag_hist = self._lag_histogram(samples)
         m = self.trainer.train_step(samples)
         m["time_wait_s"] = wait_s
         self._unacked.extend(g.group_id for g in groups)
@@ -152,8 +153,21 @@ class TrainerService:
             self.state = "checkpointing"
             self.checkpoint()
         self.last_metrics = m
+        publish_metrics = getattr(self.announcer, "publish_metrics", None)
+        if publish_metrics is not None:  # the bus announcer also feeds the dashboard
+            publish_metrics(step, {**m, **{f"lag_hist_{lag}": float(n) for lag, n in lag_hist.items()}})
         log.info("step %d: %s", step, {k: round(v, 4) for k, v in m.items()})
         return m
+
+    def _lag_histogram(self, samples: list[RolloutSample]) -> dict[int, int]:
+        """Lag (current version - oldest token version) of each sample this step will train."""
+        t, k = self.trainer, self.settings.batching.max_off_policy_steps
+        hist: dict[int, int] = {}
+        for s in samples:
+            lag = t.version - s.min_version
+            if s.rollout_id not in t.consumed_ids and (k is None or lag <= k):
+                hist[lag] = hist.get(lag, 0) + 1
+        return hist
 
     def _collect_groups(self) -> list[RolloutGroup]:
         cfg = self.settings.batching

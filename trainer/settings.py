@@ -164,9 +164,13 @@ class CheckpointSettings(_Section):
 
 
 class SourceSettings(_Section):
-    """Where rollout groups come from (the Redis source lives in services/bus)."""
+    """Where rollout groups come from: a directory (standalone) or the Redis bus (`aspo run`)."""
 
-    type: Literal["directory"] = Field("directory", description="Rollout source kind.")
+    type: Literal["directory", "redis"] = Field(
+        "directory",
+        description="directory: *.msgpack files, policy versions announced to a file; "
+        "redis: the bus's rollout stream (REDIS_URL), versions and metrics broadcast on the bus.",
+    )
     path: Path | None = Field(None, description="Directory of *.msgpack RolloutGroup files; default <run>/rollouts.")
 
 
