@@ -10,6 +10,11 @@ Test format: LiveCodeBench / TACO `{"inputs": [...], "outputs": [...], "fn_name"
   expected output is a JSON value (LiveCodeBench: a JSON string; TACO: the value,
   often wrapped in a one-element list, which is accepted as TACO's checker does).
 
+Checks appended to the program (`append_code`, Python, HumanEval style): the
+program and the checks run in one namespace under a harness that prints a
+random nonce only after the last line of the checks ran; an exit anywhere
+before (sys.exit(0) at import, os._exit(0)) leaves no nonce and fails.
+
 Early exits: the call-based harness reads a random nonce from stdin *before* the
 user code is loaded and prints `nonce + JSON(result)` only after the call
 returned; a program that exits early (sys.exit(0), os._exit(0), exit() at import)
@@ -179,6 +184,29 @@ _sys.stdout.flush()
 _sys.stdout.write("\\n" + _nonce + " " + _payload + "\\n")
 _sys.stdout.flush()
 '''
+
+
+_APPEND_HARNESS = '''\
+import sys as _sys
+_ns = {"__name__": "__main__", "__builtins__": __builtins__}
+exec(compile(_USER_CODE + "\\n" + _APPEND_CODE, "<solution>", "exec"), _ns)
+_sys.stdout.flush()
+_sys.stdout.write("\\n" + _NONCE + "\\n")
+_sys.stdout.flush()
+'''
+
+
+def append_harness(user_code: str, append_code: str, nonce: str) -> str:
+    """A Python program that runs `user_code` then `append_code` and prints `nonce` only if both ran to the end."""
+    return f"_USER_CODE = {user_code!r}\n_APPEND_CODE = {append_code!r}\n_NONCE = {nonce!r}\n" + _APPEND_HARNESS
+
+
+def strip_append_marker(stdout: str, nonce: str) -> str | None:
+    """The program's own stdout without the harness's final nonce line; None when the nonce is missing."""
+    marker = "\n" + nonce + "\n"
+    if not stdout.endswith(marker):
+        return None
+    return stdout[: -len(marker)]
 
 
 def call_harness(user_code: str, fn_name: str) -> str:

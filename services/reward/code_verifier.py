@@ -44,7 +44,8 @@ class PreparedTest:
     index: int
     request: RunRequest
     expected: Any
-    nonce: str | None  # call-based mode: the harness's result marker
+    nonce: str | None  # the harness's result marker (call-based and append_code modes)
+    mode: str  # "stdin" | "call" | "append"
 
 
 def _program(req: CodeVerifyRequest) -> tuple[str | None, str]:
@@ -62,7 +63,11 @@ def prepare_tests(req: CodeVerifyRequest, code: str, language: str, settings: Re
         raise RewardInputError(413, "tests.inputs", f"{len(tests.inputs)} tests is over the limit of {settings.max_tests}")
     if tests.fn_name and language != "python":
         raise RewardInputError(400, "tests.fn_name", "call-based tests (fn_name) are supported for python only")
+    if tests.append_code is not None and language != "python":
+        raise RewardInputError(400, "tests.append_code", "append_code is supported for python only")
     check_size(code, settings.max_code_bytes, "code")
+    check_size(tests.append_code or "", settings.max_code_bytes, "tests.append_code")
+    mode = "call" if tests.fn_name else "append" if tests.append_code is not None else "stdin"
     limits = ExecutionLimits(
         wall_timeout_s=req.timeout_per_test or settings.code_timeout_per_test_s,
         memory_mb=req.memory_limit_mb or settings.code_memory_mb,
@@ -82,12 +87,15 @@ def prepare_tests(req: CodeVerifyRequest, code: str, language: str, settings: Re
         else:
             stdin = code_checks.stdin_text(given).encode("utf-8", "surrogatepass")
             expected = code_checks.expected_stdout(expected)
+            if mode == "append":
+                nonce = code_checks.new_nonce()
+                program = code_checks.append_harness(code, tests.append_code or "", nonce)
         check_size(stdin, settings.max_stdin_bytes, f"tests.inputs.{i}")
         request = RunRequest(
             language=language, code=program, stdin=stdin, limits=limits,
             compile_timeout_s=settings.code_compile_timeout_s,
         )
-        prepared.append(PreparedTest(i, request, expected, nonce))
+        prepared.append(PreparedTest(i, request, expected, nonce, mode))
     return prepared
 
 
@@ -103,8 +111,12 @@ def judge(test: PreparedTest, result: RunResult) -> TestResult:
     if run.status != ProcessStatus.ok:
         tail = (run.stderr[-2000:] or run.message)
         return TestResult(index=test.index, status=_RUN_STATUS_TO_TEST[run.status], execution_time_s=elapsed, message=tail)
-    if test.nonce is None:
-        ok = code_checks.outputs_match(test.expected, run.stdout)
+    if test.mode in ("stdin", "append"):
+        stdout = run.stdout if test.nonce is None else code_checks.strip_append_marker(run.stdout, test.nonce)
+        if stdout is None:
+            return TestResult(index=test.index, status="failed", execution_time_s=elapsed,
+                              message="no completion marker: the program exited before the appended checks finished")
+        ok = code_checks.outputs_match(test.expected, stdout)
         note = "" if ok else "wrong output" + (" (output truncated)" if run.stdout_truncated else "")
     else:
         found, value = code_checks.parse_call_output(run.stdout, test.nonce)

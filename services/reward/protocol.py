@@ -103,12 +103,19 @@ class CodeTests(BaseModel):
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Call-based mode: top-level function or Solution method name."
     )
 
+    append_code: str | None = Field(
+        None, description="Python code run after the program in the same namespace (HumanEval-style checks); "
+        "a test passes only if it runs to its end, so an early exit fails. Not with fn_name.",
+    )
+
     @model_validator(mode="after")
     def _same_length(self) -> CodeTests:
         if len(self.inputs) != len(self.outputs):
             raise ValueError(f"inputs has {len(self.inputs)} items but outputs has {len(self.outputs)}")
         if not self.inputs:
             raise ValueError("at least one test case is needed")
+        if self.append_code is not None and self.fn_name is not None:
+            raise ValueError("append_code and fn_name cannot be combined")
         return self
 
 

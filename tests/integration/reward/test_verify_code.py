@@ -87,3 +87,25 @@ def test_call_based_solution_method_and_top_level_function(client: httpx.Client)
 def test_early_exit_zero_never_passes(client: httpx.Client, cheat: str) -> None:
     res = verify(client, code=cheat, tests=LCB_TESTS, mode="fraction")
     assert res["passed"] == 0 and res["reward"] == 0.0, res
+
+
+HUMANEVAL_STYLE = {
+    "inputs": [""], "outputs": [""],
+    "append_code": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(-1) == -2\n\ncheck(double)\n",
+}
+
+
+def test_appended_checks_pass_for_a_correct_solution_and_fail_for_a_wrong_one(client: httpx.Client) -> None:
+    assert verify(client, completion="```python\ndef double(x):\n    return 2 * x\n```", tests=HUMANEVAL_STYLE)["correct"]
+    wrong = verify(client, code="def double(x):\n    return x + 2\n", tests=HUMANEVAL_STYLE)
+    assert not wrong["correct"] and wrong["tests"][0]["status"] == "runtime_error"
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    ["import sys\nsys.exit(0)\ndef double(x): pass\n", "import os\nos._exit(0)\n",
+     "def double(x):\n    return 0\nexit()\n", "def double(x):\n    raise SystemExit(0)\n"],
+)
+def test_early_exit_before_appended_checks_fails(client: httpx.Client, cheat: str) -> None:
+    res = verify(client, code=cheat, tests=HUMANEVAL_STYLE)
+    assert not res["correct"] and res["reward"] == 0.0, res

@@ -78,3 +78,13 @@ def test_taco_list_inputs_and_outputs_become_text() -> None:
     assert cc.expected_stdout(["4", "5"]) == "4\n5"
     assert cc.decode_expected_value("[1, 2]") == [1, 2]
     assert cc.decode_expected_value("plain words") == "plain words"
+
+
+def test_append_marker_must_close_the_output_exactly() -> None:
+    nonce = cc.new_nonce()
+    assert cc.strip_append_marker(f"42\n\n{nonce}\n", nonce) == "42\n"
+    assert cc.strip_append_marker(f"\n{nonce}\n", nonce) == ""
+    assert cc.strip_append_marker(f"\n{nonce}\nmore output after\n", nonce) is None
+    assert cc.strip_append_marker("42\n", nonce) is None
+    program = cc.append_harness("x = 1", "assert x == 1", nonce)
+    compile(program, "<harness>", "exec")
