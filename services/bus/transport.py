@@ -26,10 +26,13 @@ Delivery guarantees:
   effectively exactly-once training.
 * Never dropped: a work stream is bounded by *unacknowledged* entries.
   ``ack`` does XACK + XDEL (one consumer group per work stream), so XLEN is
-  the backlog; ``publish`` adds entries with a Lua script that checks XLEN
-  and XADDs atomically (no MAXLEN trimming of un-acked data) and otherwise
-  waits, with a deadline (``BackpressureTimeout``) and an optional cancel
-  event (``PublishCancelled``). Entries of one producer keep their order.
+  the backlog. ``publish`` first reserves room atomically (a Lua script
+  counting XLEN plus other producers' live reservations), then XADDs that
+  many in one MULTI/EXEC (no MAXLEN trimming of un-acked data); without room
+  it waits, with a deadline (``BackpressureTimeout``) and an optional cancel
+  event (``PublishCancelled``). Entries of one producer keep their order. A
+  producer stalled longer than ``reservation_ttl_ms`` between the two steps
+  can overshoot ``max_len`` by its batch.
 * Poison messages: an entry that fails to decode, has the wrong kind, or was
   delivered more than ``max_deliveries`` times without an ack is copied to
   the dead-letter stream ``<stream>:dead`` with the reason, then acked, and
@@ -45,8 +48,10 @@ Delivery guarantees:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -71,18 +76,25 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=msgspec.Struct)
 KIND, DATA = b"k", b"d"
 
-# Adds as many of the given (kind, payload) pairs as fit under max_len, in
-# order, and returns their ids: check and add are one atomic step, so
-# concurrent producers can never push the stream past max_len.
-_BOUNDED_XADD = """
-local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
-local ids = {}
-for i = 2, #ARGV, 2 do
-  if room <= 0 then break end
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
-  room = room - 1
+# Reserves room for up to ARGV[2] entries under max_len (ARGV[1]), counting the
+# live reservations of other producers, and returns how many it got. The
+# payloads then go in one MULTI/EXEC of plain XADDs that also drops the
+# reservation, so XLEN + reserved never passes max_len. (Passing ~200 KB
+# payloads through a Lua script instead was ~1.5x slower: Redis copies every
+# argument into Lua.) A producer that dies between the two steps holds its
+# room until the reservation expires after ARGV[4] ms.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local held = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  held = held + tonumber(string.match(m, ':(%d+)$'))
 end
-return ids
+local n = math.min(tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1]) - held, tonumber(ARGV[2]))
+if n <= 0 then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3] .. ':' .. n)
+return n
 """
 
 
@@ -128,12 +140,15 @@ class StreamProducer:
         timeout_s: float = default("publish_timeout_s"),
         batch_bytes: int = 8 << 20,
         poll_s: tuple[float, float] = (0.002, 0.2),
+        reservation_ttl_ms: int = 30_000,
     ) -> None:
         if max_len < 1:
             raise ValueError(f"stream {stream}: max_len must be >= 1, got {max_len}")
         self.redis, self.stream, self.max_len = redis, stream, max_len
         self.codec, self.timeout_s, self.batch_bytes, self.poll_s = codec, timeout_s, batch_bytes, poll_s
-        self._script = redis.register_script(_BOUNDED_XADD)
+        self.reservation_key, self.reservation_ttl_ms = f"{stream}:reserved", reservation_ttl_ms
+        self._reserve = redis.register_script(_RESERVE)
+        self._token_prefix, self._tokens = uuid.uuid4().hex, itertools.count()
 
     async def publish(
         self, message: msgspec.Struct, *, timeout_s: float | None = None,
@@ -157,17 +172,29 @@ class StreamProducer:
         delay = self.poll_s[0]
         while len(ids) < len(items):
             chunk = self._chunk(items, len(ids))
-            args: list[Any] = [self.max_len]
-            for kind, payload in chunk:
-                args += [kind, payload]
-            added = await self._script(keys=[self.stream], args=args)
-            ids += [_text(x) for x in added]
+            added = await self._add_what_fits(chunk)
+            ids += added
             if len(added) == len(chunk):
                 delay = self.poll_s[0]
                 continue
             await self._wait_for_room(deadline, delay, cancel, ids, len(items))
             delay = min(delay * 2, self.poll_s[1])
         return ids
+
+    async def _add_what_fits(self, chunk: list[tuple[bytes, bytes]]) -> list[str]:
+        """Reserve room, then XADD that many in one MULTI/EXEC that drops the reservation."""
+        token = f"{self._token_prefix}-{next(self._tokens)}"
+        n = int(await self._reserve(
+            keys=[self.stream, self.reservation_key],
+            args=[self.max_len, len(chunk), token, self.reservation_ttl_ms],
+        ))
+        if n <= 0:
+            return []
+        pipe = self.redis.pipeline(transaction=True)
+        for kind, payload in chunk[:n]:
+            pipe.xadd(self.stream, {KIND: kind, DATA: payload})
+        pipe.zrem(self.reservation_key, f"{token}:{n}")
+        return [_text(x) for x in (await pipe.execute())[:n]]
 
     def _chunk(self, items: list[tuple[bytes, bytes]], start: int) -> list[tuple[bytes, bytes]]:
         size, end = 0, start

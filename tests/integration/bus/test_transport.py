@@ -291,3 +291,24 @@ def test_channels_built_from_settings_talk_to_each_other(redis_url, stream_name,
         return [d.message.group_id for d in got], versions
 
     assert asyncio.run(body()) == (["g0", "g1"], [2])
+
+
+def test_room_held_by_a_crashed_producer_comes_back_after_its_reservation_expires(
+    redis_url, stream_name, make_group
+):
+    async def body():
+        r = connect(redis_url)
+        crashed = StreamProducer(r, stream_name, max_len=3, reservation_ttl_ms=1_500)
+        # The crashed producer reserved all the room, then died before its XADDs.
+        got = await crashed._reserve(keys=[stream_name, crashed.reservation_key],
+                                     args=[3, 3, "dead-producer", 1_500])
+        producer = StreamProducer(r, stream_name, max_len=3)
+        with pytest.raises(BackpressureTimeout):
+            await producer.publish(make_group("early"), timeout_s=0.05)
+        ids = await producer.publish_many([make_group(f"g{i}") for i in range(3)], timeout_s=30)
+        length = await r.xlen(stream_name)
+        await r.aclose()
+        return got, ids, length
+
+    got, ids, length = asyncio.run(body())
+    assert got == 3 and len(ids) == 3 and length == 3
