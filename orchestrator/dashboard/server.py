@@ -36,7 +36,8 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
 
     def start(self, ready_timeout_s: float = 30.0) -> str:
         """Bind, start serving, wait until uvicorn accepts connections; returns the base URL."""
