@@ -37,6 +37,11 @@ def test_power_tower_times_out_while_the_rest_of_the_batch_succeeds(client: http
     assert [r["reward"] for r in results[1:]] == [1.0, 1.0, 1.0, 0.0]
     metrics = client.get("/metrics").text
     assert 'aspo_reward_timeouts_total{kind="math"}' in metrics
+    assert 'aspo_reward_requests_total{endpoint="/v1/score",status="200"}' in metrics
+    assert 'aspo_reward_pool_workers{pool="math"} 2.0' in metrics and 'pool="sandbox"' in metrics
+    assert "aspo_reward_request_seconds_bucket" in metrics and "aspo_reward_queue_depth" in metrics
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["sandbox"] and health["math"]["timeouts"] >= 1
 
 
 def test_bad_items_give_error_results_not_a_failed_batch(client: httpx.Client) -> None:
