@@ -74,7 +74,7 @@ class SandboxPool:
         self._bwrap_version = ""
         self._cxx: str | None = None
         self._compiler_id = ""
-        self._runs = self._restarts = self._busy = 0
+        self._runs = self._restarts = self._busy = self._waiting = 0
         self._started = self._closed = False
 
     # ---- lifecycle ------------------------------------------------------------
@@ -186,7 +186,7 @@ class SandboxPool:
             self._restarts += 1
             if not self._closed:
                 await self._start_worker(slot)
-        except WorkerDead as exc:
+        except (WorkerDead, OSError) as exc:   # the next run on this slot tries again
             log.error("replacing sandbox worker %d failed: %s", slot, exc)
         finally:
             self._free.put_nowait(slot)
@@ -195,11 +195,14 @@ class SandboxPool:
         """Run one process on a free worker; every failure becomes a result."""
         if not self._started or self._closed or self._free is None:
             raise RuntimeError("SandboxPool is not running: call `await pool.start()` first")
+        self._waiting += 1
         try:
             slot = await asyncio.wait_for(self._free.get(), self.settings.acquire_timeout_s)
         except asyncio.TimeoutError:
             return ProcessResult(status=ProcessStatus.sandbox_error, message=(
                 f"no free sandbox worker within acquire_timeout_s={self.settings.acquire_timeout_s}"))
+        finally:
+            self._waiting -= 1
         self._busy += 1
         replace = False
         try:
@@ -216,9 +219,9 @@ class SandboxPool:
             leftovers.discard(worker.server_pid or 0)
             replace = worker.dead or bool(leftovers)
             return to_process_result(raw, _cpu_limit(limits), what)
-        except WorkerDead as exc:
+        except (WorkerDead, OSError) as exc:   # a sandbox fault: the run gets a result
             replace = True
-            return ProcessResult(status=ProcessStatus.sandbox_error, message=str(exc))
+            return ProcessResult(status=ProcessStatus.sandbox_error, message=f"sandbox fault: {exc}")
         finally:
             self._busy -= 1
             if replace:
@@ -333,14 +336,10 @@ class SandboxPool:
         """Counters for Prometheus: workers, busy, runs, restarts, compile cache."""
         c = self._cache
         return {"workers": len(self._workers), "busy": self._busy, "runs": self._runs,
-                "restarts": self._restarts, "waiting": self._waiting(),
+                "restarts": self._restarts, "waiting": self._waiting,
                 "compile_cache_entries": len(c) if c else 0,
                 "compile_cache_hits": c.hits if c else 0,
                 "compile_cache_misses": c.misses if c else 0}
-
-    def _waiting(self) -> int:
-        q = self._free
-        return len(getattr(q, "_getters", ())) if q is not None else 0
 
     def isolation_report(self) -> dict[str, Any]:
         """What isolation is in force, for logs and the service's /health."""

@@ -134,7 +134,7 @@ class Worker:
         def on_overflow() -> None:
             if self._output_kill and not killed.is_set():
                 killed.set()
-                loop.create_task(self._send_quietly({"op": "kill"}))
+                self._send_kill_now()
 
         stdout = CappedReader(loop, out_r, spec.max_output_bytes, on_overflow)
         stderr = CappedReader(loop, err_r, spec.max_output_bytes, on_overflow)
@@ -183,11 +183,23 @@ class Worker:
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(self._sock, head[sent:] + data + blob)
 
-    async def _send_quietly(self, msg: dict[str, Any]) -> None:
+    def _send_kill_now(self) -> None:
+        """Ask the server to kill the current run, synchronously.
+
+        Not a task: a task could run after this run's report and hit the next
+        run. The socket is idle here (the run's files went out before its
+        fork), so a tiny frame goes out whole; if not, the worker is retired.
+        """
+        if self._sock is None:
+            return
+        data = json.dumps({"op": "kill"}).encode()
+        frame = HEADER.pack(len(data), 0) + data
         try:
-            await self._send(msg)
+            sent = self._sock.send(frame)
         except OSError:
-            pass   # the worker is gone: the run's wait notices it
+            sent = -1   # the worker is gone: the run's wait notices it
+        if sent != len(frame):
+            self.dead = True
 
     async def _recv_exact(self, n: int) -> bytes:
         assert self._sock is not None
