@@ -20,9 +20,8 @@ import msgspec
 import redis.asyncio as aioredis
 from msgspec import DecodeError, ValidationError
 
-from services.bus.codec import MSGPACK, Codec
+from services.bus.codec import DATA, KIND, MSGPACK, Codec
 from services.bus.settings import default
-from services.bus.transport import DATA, KIND
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,14 @@ from services.bus.messages import encode as msgpack_encode
 
 T = TypeVar("T", bound=msgspec.Struct)
 
+# Stream entry fields: the message's type name and its encoded payload.
+KIND, DATA = b"k", b"d"
+
+
+def text(value: bytes | str) -> str:
+    """Redis replies are bytes (the bus's clients do not decode): ids as str."""
+    return value.decode() if isinstance(value, bytes) else value
+
 
 class Codec(Protocol):
     """How messages become stream payloads (MessagePack by default)."""
