@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.reward.errors import RewardInputError
 from services.reward.protocol import (
@@ -55,6 +56,41 @@ class _Unauthorized(Exception):
     pass
 
 
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body over the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`, by Content-Length or, for chunked bodies, while they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse(status_code=413, content={"detail": _BodyTooLarge(self.max_bytes).detail})
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)  # FastAPI re-raises HTTPException from body reading
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RewardInputError)
     async def _input_error(_: Request, err: RewardInputError) -> JSONResponse:
@@ -75,9 +111,6 @@ def _install_handlers(app: FastAPI) -> None:
     @app.middleware("http")
     async def _meter(request: Request, call_next):  # type: ignore[no-untyped-def]
         service: RewardService = request.app.state.service
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > service.settings.max_body_bytes):
-            return JSONResponse(status_code=413, content={"detail": f"body over {service.settings.max_body_bytes} bytes"})
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -146,6 +179,7 @@ def create_app(settings: RewardSettings, service: RewardService | None = None) -
         lifespan=lifespan,
     )
     app.state.service = svc
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_handlers(app)
     _install_routes(app)
     return app

@@ -59,7 +59,8 @@ def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
 
 
 def test_api_key_and_overload(start_reward_server) -> None:
-    with start_reward_server(api_key="test-key-123456", max_concurrency="1", max_queue="0", retry_after_s="2") as url:
+    with start_reward_server(api_key="test-key-123456", max_concurrency="1", max_queue="0", retry_after_s="2",
+                             max_body_bytes="65536") as url:
         assert httpx.post(f"{url}/v1/verify/math", json={"completion": "1", "ground_truth": "1"}).status_code == 401
         wrong = httpx.post(f"{url}/run_code", json={"code": "x", "language": "python"}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
@@ -80,6 +81,9 @@ def test_api_key_and_overload(start_reward_server) -> None:
         worker.join()
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
         assert slow_done == [200]
+        chunked = httpx.post(f"{url}/run_code", headers={**auth, "content-type": "application/json"},
+                             content=(b" " * 8192 for _ in range(20)))   # no Content-Length: streamed
+        assert chunked.status_code == 413
         ok = httpx.post(f"{url}/run_code", json={"code": "print(1)", "language": "python"}, headers=auth)
         assert ok.status_code == 200 and ok.json()["run_result"]["stdout"] == "1\n"
         assert 'aspo_reward_rejected_total 1.0' in httpx.get(f"{url}/metrics").text
