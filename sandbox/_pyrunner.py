@@ -38,7 +38,7 @@ def run_python(path, workdir):
     try:
         with open(path, "rb") as fh:
             source = fh.read()
-        exec(compile(source, path, "exec"), main.__dict__)
+        exec(compile(source, path, "exec"), main.__dict__)  # noqa: S102 - running it is the point
     except SystemExit as exc:
         code = _exit_code(exc)
     except BaseException:  # noqa: BLE001 - print like the interpreter does, minus this frame
@@ -68,7 +68,7 @@ def _finalize(code):
         atexit._run_exitfuncs()
     except SystemExit as exc:
         code = _exit_code(exc)
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001, S110 - the interpreter's shutdown ignores these too
         pass
     for stream in (sys.stdout, sys.stderr):
         try:

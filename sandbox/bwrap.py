@@ -30,7 +30,7 @@ SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHO
 
 def bwrap_version(bwrap: str) -> str:
     """`bwrap --version` output, e.g. "bubblewrap 0.8.0"."""
-    out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10, check=False)
     return (out.stdout or out.stderr).strip()
 
 

@@ -26,15 +26,15 @@ def _decode(data: bytes) -> str:
 
 def to_process_result(raw: RawOutcome, cpu_limit_s: float, what: str = "run") -> ProcessResult:
     """Map one raw outcome (compile or run) to the public result model."""
-    base = dict(stdout=_decode(raw.stdout), stderr=_decode(raw.stderr),
-                stdout_truncated=raw.stdout_truncated, stderr_truncated=raw.stderr_truncated)
+    base = {"stdout": _decode(raw.stdout), "stderr": _decode(raw.stderr),
+            "stdout_truncated": raw.stdout_truncated, "stderr_truncated": raw.stderr_truncated}
     rep = raw.report
     if rep is None:
         return ProcessResult(status=ProcessStatus.sandbox_error, message=raw.error, **base)
     exit_code, sig = rep.get("exit_code"), rep.get("signal")
     return_code = exit_code if exit_code is not None else (-sig if sig else None)
     elapsed = float(rep.get("elapsed_s", 0.0))
-    common = dict(return_code=return_code, execution_time_s=elapsed, **base)
+    common = {"return_code": return_code, "execution_time_s": elapsed, **base}
     failed = exit_code != 0
     cpu_hit = sig == signal.SIGXCPU or (sig == signal.SIGKILL and rep.get("cpu_s", 0.0) >= cpu_limit_s)
     oom = rep.get("oom_kills", 0) > 0 or (

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,8 +91,11 @@ class SandboxPool:
         self._cache = CompileCache(Path(cache_dir), s.compile_cache_size)
         self._cxx = shutil.which(s.cxx)
         if self._cxx:
-            out = subprocess.run([self._cxx, "--version"], capture_output=True, text=True, timeout=30)
-            self._compiler_id = f"{os.path.realpath(self._cxx)} {out.stdout.splitlines()[:1]}"
+            proc = await asyncio.create_subprocess_exec(
+                self._cxx, "--version", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            self._compiler_id = f"{os.path.realpath(self._cxx)} {out.decode().splitlines()[:1]}"
         self._free = asyncio.Queue()
         self._started = True
         results = await asyncio.gather(*(self._start_worker(i) for i in range(s.workers)),
@@ -120,7 +122,7 @@ class SandboxPool:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 
-    async def __aenter__(self) -> "SandboxPool":
+    async def __aenter__(self) -> SandboxPool:  # noqa: PYI034 - no typing.Self on 3.10
         await self.start()
         return self
 

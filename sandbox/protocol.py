@@ -7,10 +7,9 @@ that times out, runs out of memory or floods its output returns a
 
 from __future__ import annotations
 
+import posixpath
 from enum import Enum
 from typing import Literal
-
-import posixpath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 

@@ -24,9 +24,10 @@ import signal
 import socket
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sandbox.outputs import CappedReader, write_all
 
@@ -80,7 +81,7 @@ class Worker:
         self._output_kill = output_kill
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         self.dead = False
         self.runs = 0
         self.server_pid: int | None = None   # host pid of the fork server (it sits in the cgroups)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 from conftest import SECRET, find_marker, proc_state
 
@@ -157,7 +158,7 @@ def test_dead_or_stopped_fork_server_is_replaced(sbx):
     assert all(w.process_ids()[2] not in servers for w in sbx.pool._workers)
     # Gone, or a zombie bwrap init that the outer bwrap left for the host's pid 1 to reap.
     left = [p for p in old_trees if proc_state(p) not in ("gone", "Z")]
-    assert left == [], [open(f"/proc/{p}/stat").read() for p in left]
+    assert left == [], [Path(f"/proc/{p}/stat").read_text() for p in left]
     for _ in range(2):
         assert sbx.run(code="print('fresh')").run.stdout == "fresh\n"
 
