@@ -156,8 +156,13 @@ def check_server(url: str, timeout_s: float = 5.0) -> tuple[int, ...]:
         with _client(url, timeout_s) as client:
             client.ping()
             version_text = str(client.info("server")["redis_version"])
+            memory = client.info("memory")
     except redis.RedisError as exc:
         raise RedisServerError(f"cannot reach Redis at {url}: {exc}") from exc
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if int(memory.get("maxmemory", 0) or 0) > 0 and policy != "noeviction":
+        log.warning("Redis at %s evicts keys when full (maxmemory-policy %s): un-acked "
+                    "rollouts can be lost; use noeviction for the bus", url, policy)
     version = parse_version(version_text)
     if version[:2] < MIN_REDIS_VERSION:
         raise RedisServerError(
@@ -249,6 +254,7 @@ def _launch(
         str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
         "--appendonly", "yes", "--appendfsync", settings.appendfsync, "--save", "",
         "--daemonize", "no", "--logfile", str(log_file), "--protected-mode", "yes",
+        "--maxmemory-policy", "noeviction",  # a full bus refuses writes; it never drops data
     ]
     # New session: a Ctrl-C aimed at the orchestrator must not kill Redis before
     # the orchestrator has flushed its own state through it.

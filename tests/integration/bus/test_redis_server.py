@@ -145,3 +145,16 @@ async def _reclaim_round(url: str, make_group):
     pending = await consumer("alive").pending_count()
     await r.aclose()
     return [(d.message.group_id, d.deliveries) for d in got], pending
+
+
+def test_an_evicting_server_is_flagged(redis_url, caplog):
+    with redis.Redis.from_url(redis_url) as client:
+        client.config_set("maxmemory", "1gb")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            with caplog.at_level("WARNING"):
+                check_server(redis_url)
+        finally:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "0")
+    assert "un-acked rollouts can be lost" in caplog.text
