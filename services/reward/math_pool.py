@@ -111,6 +111,7 @@ class MathWorkerPool:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._busy = 0
+        self._closed = False
         self._stats = {"items": 0, "timeouts": 0, "errors": 0, "restarts": 0}
 
     def start(self) -> None:
@@ -135,11 +136,14 @@ class MathWorkerPool:
         worker.process.join(timeout=5)
         worker.conn.close()
         with self._lock:
-            self._all.remove(worker)
+            if worker in self._all:
+                self._all.remove(worker)
             self._stats["restarts"] += 1
-        return self._spawn()
+        return worker if self._closed else self._spawn()  # no new processes once closing
 
     def _verify_blocking(self, gold: str, completion: str) -> dict[str, Any]:
+        if self._closed:
+            return {"status": "error", "correct": False, "extracted": None, "message": "math pool is closed", "elapsed_s": 0.0}
         worker = self._idle.get()
         with self._lock:
             self._busy += 1
@@ -184,6 +188,7 @@ class MathWorkerPool:
 
     def close(self) -> None:
         """Stop all workers (politely, then SIGKILL) and the thread pool."""
+        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
