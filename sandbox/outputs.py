@@ -76,30 +76,44 @@ class CappedReader:
             pass
 
 
-async def write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
-    """Write `data` to a pipe without blocking the loop, then close it.
+class PipeWriter:
+    """Feeds `data` to a pipe without blocking the loop, then closes it (EOF for the program).
 
-    A reader that exits early (EPIPE) or never reads is not an error: the
-    program simply did not consume its input. Cancelling closes the fd.
+    A program that exits early or never reads is not an error (EPIPE ends the
+    feed quietly). `close()` is idempotent, so the owner can always call it
+    after cancelling and awaiting `feed()`, even if `feed()` never started.
     """
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    ready = asyncio.Event()
-    try:
-        while view:
-            try:
-                n = os.write(fd, view[:CHUNK])
-                view = view[n:]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError:   # EPIPE: the program closed stdin / exited
-                return
-            ready.clear()
-            loop.add_writer(fd, ready.set)
-            try:
-                await ready.wait()
-            finally:
-                loop.remove_writer(fd)
-    finally:
-        os.close(fd)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._data = data
+        self._closed = False
+        os.set_blocking(fd, False)
+
+    async def feed(self) -> None:
+        view = memoryview(self._data)
+        ready = asyncio.Event()
+        try:
+            while view:
+                try:
+                    n = os.write(self._fd, view[:CHUNK])
+                    view = view[n:]
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:   # EPIPE: the program closed stdin / exited
+                    return
+                ready.clear()
+                self._loop.add_writer(self._fd, ready.set)
+                try:
+                    await ready.wait()
+                finally:
+                    self._loop.remove_writer(self._fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)

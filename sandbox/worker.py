@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.outputs import CappedReader, write_all
+from sandbox.outputs import CappedReader, PipeWriter
 
 HEADER = struct.Struct("!II")
 
@@ -139,7 +139,8 @@ class Worker:
 
         stdout = CappedReader(loop, out_r, spec.max_output_bytes, on_overflow)
         stderr = CappedReader(loop, err_r, spec.max_output_bytes, on_overflow)
-        writer = loop.create_task(write_all(loop, in_w, spec.stdin))
+        feeder = PipeWriter(loop, in_w, spec.stdin)
+        writer = loop.create_task(feeder.feed())
         blob = b"".join(content for _, content in spec.files)
         msg = {"op": "run", "argv": spec.argv, "python": spec.python, "limits": spec.limits,
                "env": spec.env, "fetch": spec.fetch,
@@ -163,6 +164,8 @@ class Worker:
             error = f"worker {self.name} died during the run ({exc!r}) {self.server_log(500)}"
         finally:
             writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            feeder.close()
         if report is None:
             self.dead = True
             await self.kill()

@@ -212,3 +212,25 @@ def test_cpu_time_limit(sbx):
                 cpu_time_s=1, wall_timeout_s=30)
     assert r.run.status == ProcessStatus.timeout and r.run.timed_out
     assert "CPU" in r.run.message and r.run.execution_time_s < 10
+
+
+def test_fork_server_cannot_be_inspected_or_stopped(sbx):
+    code = """
+import os, signal
+server = os.getppid()
+for path in [f"/proc/{server}/mem", f"/proc/{server}/environ", f"/proc/{server}/maps"]:
+    try:
+        open(path, "rb").read(1)
+        print("READ", path)
+    except OSError:
+        print("denied")
+for sig in (signal.SIGSTOP, signal.SIGTERM):
+    try:
+        os.kill(server, sig)
+        print("SIGNALLED")
+    except PermissionError:
+        print("denied")
+"""
+    r = sbx.run(code=code)
+    assert r.run.stdout == "denied\n" * 5, r.run.stdout
+    assert sbx.run(code="print('ok')").run.stdout == "ok\n"
