@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from orchestrator.dashboard import (
     DashboardServer,
     DashboardSettings,
+    MetricsResponse,
     RunControl,
     create_dashboard_app,
 )
@@ -78,6 +80,12 @@ def test_metrics_since_filters_steps_but_histogram_covers_the_run(client: TestCl
     assert last["lag_histogram"] == {"0": 4, "1": 4, "2": 3}
     # lag 0: 4 per step; lag 1: 0+1+2+3+4; lag 2: only the merged half of step 4.
     assert everything["lag_histogram_total"] == {"0": 20, "1": 10, "2": 3}
+
+    # The fast path (serialised by the store) gives exactly the pydantic dump of `steps()`.
+    parsed = MetricsResponse.model_validate(everything)
+    state = client.app.state.run_state
+    assert parsed.steps == state.steps(0)
+    assert json.loads(state.steps_json(2)) == [s.model_dump(mode="json") for s in state.steps(2)]
 
     tail = client.get("/api/metrics", params={"since": 3}).json()
     assert [s["step"] for s in tail["steps"]] == [3, 4]
