@@ -39,7 +39,7 @@ def to_process_result(raw: RawOutcome, cpu_limit_s: float, what: str = "run") ->
     cpu_hit = sig == signal.SIGXCPU or (sig == signal.SIGKILL and rep.get("cpu_s", 0.0) >= cpu_limit_s)
     oom = rep.get("oom_kills", 0) > 0 or (
         failed and sig in (None, signal.SIGABRT) and _ALLOC_FAILURE.search(raw.stderr[-4096:]))
-    if raw.output_killed and not rep.get("timed_out"):
+    if raw.output_killed and rep.get("killed_by_host") and not rep.get("timed_out"):
         stream = "stdout" if raw.stdout_truncated else "stderr"
         return ProcessResult(status=ProcessStatus.signaled, message=(
             f"{what} killed: {stream} passed max_output_bytes"), **common)

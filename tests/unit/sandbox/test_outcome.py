@@ -30,8 +30,15 @@ def test_signal_is_negative_return_code():
 
 
 def test_output_kill_is_truncation_not_timeout():
-    r = to_process_result(raw(rep(signal=signal.SIGKILL, cpu_s=20.0), out_trunc=True, killed=True), 10)
+    report = rep(signal=signal.SIGKILL, cpu_s=20.0, killed_by_host=True)
+    r = to_process_result(raw(report, out_trunc=True, killed=True), 10)
     assert r.status == ProcessStatus.signaled and r.stdout_truncated and not r.timed_out
+    assert "max_output_bytes" in r.message
+
+
+def test_program_that_exited_before_the_output_kill_keeps_its_status():
+    r = to_process_result(raw(rep(exit_code=0), out_trunc=True, killed=True), 10)
+    assert r.status == ProcessStatus.ok and r.stdout_truncated
 
 
 def test_wall_and_cpu_timeouts():
