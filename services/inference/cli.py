@@ -20,6 +20,16 @@ app = typer.Typer(
 model_app = typer.Typer(no_args_is_help=True, help="Models: prepare the default SmolLM2 offline.")
 
 
+@app.callback()
+def _inference() -> None:
+    """Keeps `serve` a sub-command even though it is the only one."""
+
+
+@model_app.callback()
+def _model() -> None:
+    """Keeps `prepare` a sub-command even though it is the only one."""
+
+
 @app.command()
 def serve(
     model: Annotated[
@@ -101,3 +111,7 @@ def prepare(
     from services.inference.model import prepare_default_model
 
     typer.echo(str(prepare_default_model(out, force=force)))
+
+
+if __name__ == "__main__":
+    app()
