@@ -4,7 +4,9 @@ Side by side in one process, same machine, same trivial program: the cold
 path is what a naive sandbox does per run (start bubblewrap with the same
 namespaces and a read-only /usr, then python3); the warm path is
 `SandboxPool.run`. Reports runs/s, median and p95 latency for sequential
-runs, and throughput with `--concurrency` runs in flight, then the ratios.
+runs, and throughput with `--concurrency` runs in flight, then the ratios,
+plus the warm path's CPU time per run (which, unlike latency, does not
+depend on how busy the machine is).
 
     .venv/bin/python bench/sandbox_overhead.py --runs 200 --workers 4 --concurrency 4
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import time
@@ -81,6 +84,17 @@ async def bench_warm(pool: SandboxPool, runs: int, concurrency: int) -> tuple[li
     return lat, time.perf_counter() - start
 
 
+def pool_cpu_s(pool: SandboxPool) -> float:
+    """CPU seconds so far of this process plus every fork server and its reaped runs."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for w in pool._workers:
+        if w is not None and w.server_pid:
+            fields = open(f"/proc/{w.server_pid}/stat").read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / tick   # utime stime cutime cstime
+    return total
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=200)
@@ -95,11 +109,15 @@ async def main() -> None:
         print(f"trivial program {PROGRAM!r}, {args.runs} runs each, pool of {args.workers} workers")
         print(f"{'':<34} {'runs/s':>9} {'median ms':>10} {'p95 ms':>9}")
         cold = summarize("fresh bwrap+python3, sequential", *bench_cold(args.runs, python))
+        cpu0 = pool_cpu_s(pool)
         warm = summarize("warm pool, sequential", *await bench_warm(pool, args.runs, 1))
+        cpu_ms = 1000 * (pool_cpu_s(pool) - cpu0) / args.runs
         cold_c = summarize(f"fresh bwrap+python3, {args.concurrency} in flight",
                            *await bench_cold_concurrent(args.runs, python, args.concurrency))
         warm_c = summarize(f"warm pool, {args.concurrency} in flight",
                            *await bench_warm(pool, args.runs, args.concurrency))
+    print(f"warm pool CPU per run (service + fork server + program): {cpu_ms:.2f} ms "
+          f"(load-independent; wall latency above includes waiting for a core)")
     print(f"ratio warm/fresh runs/s: sequential {warm['runs_per_s'] / cold['runs_per_s']:.1f}x, "
           f"{args.concurrency} in flight {warm_c['runs_per_s'] / cold_c['runs_per_s']:.1f}x; "
           f"median latency {cold['median_ms'] / warm['median_ms']:.1f}x lower")
