@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 from sandbox.bwrap import root_view_args
 from sandbox.pool import SandboxPool, SandboxSettings
@@ -90,7 +91,7 @@ def pool_cpu_s(pool: SandboxPool) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     for w in pool._workers:
         if w is not None and w.server_pid:
-            fields = open(f"/proc/{w.server_pid}/stat").read().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{w.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(x) for x in fields[11:15]) / tick   # utime stime cutime cstime
     return total
 
