@@ -305,5 +305,5 @@
     if (tip) tip.hidden = true;
   }
 
-  global.Charts = { LineChart, BarChart, formatNumber, niceTicks, THEME };
+  global.Charts = { LineChart, BarChart, formatNumber, niceTicks, THEME, PAD };
 })(window);

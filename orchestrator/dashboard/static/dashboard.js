@@ -66,7 +66,7 @@
   let lastValues = {};
   let runId = null;
   const openSamples = new Set();
-  const state = { charts, polls: 0, errors: 0, lastStep: -1, status: null, lastError: null };
+  const state = { charts, polls: 0, errors: 0, lastStep: -1, status: null, lastError: null, lastDrawMs: 0, lastPollMs: 0 };
   window.dashboard = state;
 
   function el(tag, className, text) {
@@ -115,7 +115,11 @@
     return panel;
   }
 
-  function drawAll() { for (const chart of Object.values(charts)) chart.draw(); }
+  function drawAll() {
+    const t0 = performance.now();
+    for (const chart of Object.values(charts)) chart.draw();
+    state.lastDrawMs = performance.now() - t0;
+  }
 
   function resetData() {
     for (const chart of Object.values(charts)) {
@@ -226,6 +230,7 @@
   }
 
   async function poll() {
+    const t0 = performance.now();
     try {
       const since = Math.max(0, lastStep);
       const [status, metrics, samples] = await Promise.all([
@@ -235,6 +240,7 @@
       renderSamples(samples);
       drawAll();
       setConnection(true);
+      state.lastPollMs = performance.now() - t0;
     } catch (err) {
       state.errors += 1;
       state.lastError = String(err);

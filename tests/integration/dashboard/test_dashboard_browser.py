@@ -106,7 +106,7 @@ def served() -> Iterator[tuple[str, Feeder]]:
         server.stop()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def driver() -> Iterator[object]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -130,9 +130,10 @@ def driver() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-# Per chart: how many pixels of each drawn series' colour are on the canvas.
+# Per chart: how many pixels of each drawn series' colour are in the plot area (below the legend row).
 _PIXELS_JS = """
 const out = {};
+const top = Math.ceil(window.Charts.PAD.top * (window.devicePixelRatio || 1));
 for (const [name, chart] of Object.entries(window.dashboard.charts)) {
   const canvas = chart.canvas;
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -142,7 +143,7 @@ for (const [name, chart] of Object.entries(window.dashboard.charts)) {
   for (const [key, hex] of colours) {
     const rgb = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
     let n = 0;
-    for (let i = 0; i < data.length; i += 4) {
+    for (let i = top * canvas.width * 4; i < data.length; i += 4) {
       if (Math.abs(data[i] - rgb[0]) < 24 && Math.abs(data[i + 1] - rgb[1]) < 24 && Math.abs(data[i + 2] - rgb[2]) < 24) n++;
     }
     out[name][key] = n;
@@ -244,3 +245,33 @@ def test_dashboard_page_live_in_headless_chromium(served: tuple[str, Feeder], dr
     resources = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert resources and all(name.startswith(origin + "/") for name in resources), resources
     driver.save_screenshot("/tmp/dashboard.png")
+
+
+def test_empty_run_then_a_single_step(driver) -> None:
+    """Before any step the charts wait cleanly; one step gives one visible point per series."""
+    state = RunState("empty-run")
+    server = DashboardServer(create_dashboard_app(state), port=0)
+    url = server.start()
+    try:
+        driver.get_log("browser")  # drop the previous test's entries
+        driver.get(url + "/")
+        _wait(driver, lambda d: d.execute_script("return window.dashboard && window.dashboard.polls >= 2"), "no polls")
+        assert driver.find_element("id", "hdr-run-id").text == "empty-run"
+        assert driver.find_element("id", "hdr-step").text == "0"
+        counts = driver.execute_script(_COUNTS_JS)
+        assert all(n == 0 for series in counts.values() for n in series.values()), counts
+
+        state.record_step(StepRecord(step=0, values={"reward_mean": 0.5, "entropy": 1.1, "grad_norm": 2.0},
+                                     lag_histogram={0: 8}))
+        state.update_status(trainer_step=1, policy_version=0)
+        _wait(driver, lambda d: d.execute_script("return window.dashboard.lastStep") == 0, "the single step never arrived")
+        counts = driver.execute_script(_COUNTS_JS)
+        assert counts["reward"] == {"reward_mean": 1, "accuracy": 0}
+        assert counts["entropy"]["entropy"] == 1 and counts["grad"]["grad_norm"] == 1 and counts["lag_histogram"]["bars"] == 1
+        pixels = driver.execute_script(_PIXELS_JS)
+        for chart, key in (("reward", "reward_mean"), ("entropy", "entropy"), ("grad", "grad_norm"), ("lag_histogram", "bars")):
+            assert pixels[chart][key] >= 10, (chart, pixels[chart])
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        assert driver.execute_script("return window.dashboard.errors") == 0
+    finally:
+        server.stop()
