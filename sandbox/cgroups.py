@@ -68,20 +68,23 @@ def parse_hierarchy(mounts: str, proc_cgroup: str) -> Hierarchy:
 class CgroupManager:
     """Creates the pool's cgroup subtree and one cgroup per worker instance."""
 
-    def __init__(self, mode: str = "auto") -> None:
+    def __init__(self, mode: str = "auto", hierarchy: Hierarchy | None = None,
+                 tag: str | None = None) -> None:
+        """`hierarchy` defaults to this process's (from /proc); tests pass their own."""
         self.mode = mode
         self.roots: dict[str, tuple[str, Path]] = {}   # controller -> (version, pool root dir)
-        self._tag = f"aspo-sandbox-{os.getpid()}-{secrets.token_hex(3)}"
+        self._tag = tag or f"aspo-sandbox-{os.getpid()}-{secrets.token_hex(3)}"
         if mode != "none":
-            self._setup()
+            self._setup(hierarchy)
 
-    def _setup(self) -> None:
-        try:
-            hier = parse_hierarchy(Path("/proc/self/mounts").read_text(),
-                                   Path("/proc/self/cgroup").read_text())
-        except OSError as exc:
-            log.warning("cannot read cgroup info (%s): falling back to rlimits", exc)
-            return
+    def _setup(self, hier: Hierarchy | None) -> None:
+        if hier is None:
+            try:
+                hier = parse_hierarchy(Path("/proc/self/mounts").read_text(),
+                                       Path("/proc/self/cgroup").read_text())
+            except OSError as exc:
+                log.warning("cannot read cgroup info (%s): falling back to rlimits", exc)
+                return
         for ctrl in CONTROLLERS:
             if self.mode in ("auto", "v1") and ctrl in hier.v1:
                 root = self._make_v1(hier.v1[ctrl], ctrl)
@@ -141,7 +144,7 @@ class CgroupManager:
         dirs: dict[str, Path] = {}
         for ctrl, (_version, root) in self.roots.items():
             d = root / name
-            d.mkdir()
+            d.mkdir(exist_ok=d in dirs.values())   # v2: one dir serves both controllers
             dirs[ctrl] = d
         return dirs
 
