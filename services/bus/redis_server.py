@@ -7,14 +7,18 @@ Otherwise a private ``redis-server`` is started on a free loopback port with
 its data directory at ``<run_dir>/redis``:
 
 * Durability: AOF on (``appendonly yes``), RDB snapshots off (``save ""``),
-  ``appendfsync everysec`` by default. Redis writes the AOF buffer to the file
-  (``write(2)``) before it sends replies, so everything the server has
-  acknowledged survives a crash or ``kill -9`` of redis-server itself; only an
-  OS crash or power loss can lose the last ~1-2 s of writes. ``always`` closes
-  that window at one fsync per write batch (a large throughput cost on most
-  disks). We choose everysec because what it can lose on a power loss is
-  rollouts (re-generated at compute cost) and ledger entries, which the
-  trainer's own checkpointed consumed-ids cover (see ``idempotency``).
+  ``appendfsync everysec`` by default. Redis normally writes the AOF buffer to
+  the file (``write(2)``) before it sends the replies of that event-loop
+  turn, so what it acknowledged survives a ``kill -9`` of redis-server; an OS
+  crash or power loss can lose the last ~1-2 s (not yet fsynced). One
+  exception: when the disk is so slow that the previous background fsync is
+  still running, everysec postpones the write by up to 2 s (INFO
+  ``aof_delayed_fsync`` counts it), and a redis-server crash in that window
+  loses those writes too. ``always`` closes both windows at one fsync per
+  event-loop turn (a large throughput cost on most disks). We choose everysec
+  because what it can lose is rollouts (re-generated at compute cost) and
+  ledger entries, which the trainer's own checkpointed consumed-ids cover
+  (see ``idempotency``).
 * Restart: ``<run_dir>/redis/server.json`` records port and pid. A second
   call for the same run dir (a restarted orchestrator) adopts the server if it
   still answers PING and serves that same data dir; otherwise it starts a new

@@ -90,9 +90,10 @@ class BusSettings(BaseSettings):
     )
     appendfsync: Literal["everysec", "always"] = Field(
         default="everysec",
-        description="AOF fsync policy of the private server. everysec: nothing the server "
-        "acknowledged is lost if redis-server dies; up to ~1-2 s lost on an OS crash or "
-        "power loss. always: nothing lost even then, at one fsync per write.",
+        description="AOF fsync policy of the private server. everysec: up to ~1-2 s of "
+        "acknowledged writes lost on an OS crash or power loss (or on a redis-server crash "
+        "while a slow disk delays the write); a plain redis-server crash normally loses "
+        "nothing. always: nothing lost, at one fsync per event-loop turn.",
     )
     redis_server_binary: Path | None = Field(
         default=None,
