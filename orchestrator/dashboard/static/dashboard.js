@@ -230,6 +230,7 @@
   }
 
   async function poll() {
+    if (document.hidden && state.polls > 0) { setTimeout(poll, POLL_MS); return; } // background tab: no load
     const t0 = performance.now();
     try {
       const since = Math.max(0, lastStep);

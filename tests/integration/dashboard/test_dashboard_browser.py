@@ -239,6 +239,25 @@ def test_dashboard_page_live_in_headless_chromium(served: tuple[str, Feeder], dr
     assert driver.execute_script("return document.querySelectorAll('#samples-body script, #samples-body b').length") == 0
     assert driver.execute_script("return window.__alerts") == []
 
+    # An expanded completion shows the full text and stays open across the table's refreshes.
+    first = driver.find_element("css selector", "#samples-body tr:first-child td.completion summary")
+    rollout_text = first.text
+    first.click()
+    polls = driver.execute_script("return window.dashboard.polls")
+    _wait(driver, lambda d: d.execute_script("return window.dashboard.polls") >= polls + 2, "page stopped polling")
+    details = driver.find_element("css selector", "#samples-body tr:first-child td.completion details")
+    assert details.get_attribute("open") is not None
+    assert details.find_element("css selector", "pre").text.startswith(rollout_text.rstrip("…").strip())
+
+    # Hovering a chart shows a readout of that step's values, as text.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("id", "chart-reward")
+    ActionChains(driver).move_to_element(canvas).perform()
+    tooltip = driver.find_element("id", "tooltip")
+    _wait(driver, lambda d: tooltip.is_displayed(), "no hover readout")
+    assert tooltip.text.startswith("step ") and "reward mean: " in tooltip.text
+
     severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert severe == []
     origin = url.rstrip("/")
