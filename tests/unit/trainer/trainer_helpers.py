@@ -78,3 +78,54 @@ def weights_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@torch.no_grad()
+def sample_groups(
+    model: torch.nn.Module,
+    prompts: torch.Tensor,  # (G, P) int64
+    n: int,
+    length: int,
+    gen: torch.Generator,
+    version: int,
+    reward_fn,  # (prompt (P,), completion (length,)) -> float
+    tag: str,
+) -> tuple[list[RolloutSample], float]:
+    """Sample ``n`` completions per prompt from the model itself (torch.multinomial
+    over its own logits, temperature 1), record behaviour log-probs, score them
+    and give GRPO group advantages (r - mean) / (std + 1e-6). Returns the
+    samples and the mean reward."""
+    was_training = model.training
+    model.eval()
+    g, p = prompts.shape
+    ids = prompts.repeat_interleave(n, dim=0)  # (G*n, P)
+    logps = []
+    for _ in range(length):
+        logits = model(input_ids=ids).logits[:, -1].float()
+        logp = torch.log_softmax(logits, -1)
+        tok = torch.multinomial(logp.exp(), 1, generator=gen)  # (G*n, 1)
+        logps.append(logp.gather(1, tok))
+        ids = torch.cat([ids, tok], dim=1)
+    model.train(was_training)
+    completions, behaviour = ids[:, p:], torch.cat(logps, dim=1)
+    rewards = torch.tensor([reward_fn(ids[i, :p], completions[i]) for i in range(g * n)]).view(g, n)
+    adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-6)
+    samples = [
+        RolloutSample.build(
+            rollout_id=f"{tag}-{i}",
+            prompt_ids=ids[i, :p].numpy(),
+            completion_ids=completions[i].numpy(),
+            behaviour_logprobs=behaviour[i].numpy(),
+            token_versions=np.full(length, version),
+            reward=float(rewards.view(-1)[i]),
+            advantage=float(adv.view(-1)[i]),
+        )
+        for i in range(g * n)
+    ]
+    return samples, float(rewards.mean())
+
+
+@torch.no_grad()
+def next_token_probs(model: torch.nn.Module, prompts: torch.Tensor) -> torch.Tensor:
+    """(G, V) probabilities of the first completion token for each prompt."""
+    return torch.softmax(model(input_ids=prompts).logits[:, -1].float(), -1)
