@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import typer
 
+from orchestrator.cli import app as orchestrator_app
+from orchestrator.cli import run_command
+from services.inference.cli import app as inference_app
+from services.inference.cli import model_app
 from services.reward.cli import app as reward_app
 from trainer.cli import app as trainer_app
 
 app = typer.Typer(no_args_is_help=True, help="ASPO: asynchronous RL post-training (arXiv 2510.06062).")
 app.add_typer(reward_app, name="reward", help="Sandboxed code execution and math verification over HTTP.")
 app.add_typer(trainer_app, name="trainer", help="The trainer: ASPO and baseline losses, weight publishing.")
+app.add_typer(inference_app, name="inference", help="vLLM inference server with RL flags and live weight updates.")
+app.add_typer(model_app, name="model", help="The default model (SmolLM2-135M-Instruct from a PyPI wheel).")
+app.add_typer(orchestrator_app, name="orchestrator", help="The asynchronous loop and its dashboard.")
+app.command("run", help="Everything on one machine: Redis, reward, vLLM, trainer, orchestrator + dashboard.")(run_command)
 
 
 @app.command()

@@ -66,20 +66,34 @@ class Orchestrator:
         self.trainer_busy_s = 0.0
         self.trainer_wait_s = 0.0
         self._background: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ control
+    # The dashboard calls these from its server thread: hop onto the loop.
     def pause(self) -> None:
-        self.paused = True
-        self.state.update_status(message="paused: no new groups are admitted")
+        self._threadsafe(self._set_paused, True)
 
     def resume(self) -> None:
-        self.paused = False
-        self.state.update_status(message="")
-        asyncio.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self.notify()))
+        self._threadsafe(self._set_paused, False)
 
     def stop(self) -> None:
-        self.stopping.set()
-        self.state.update_status(state="stopping")
+        self._threadsafe(self._request_stop)
+
+    def _threadsafe(self, fn, *args) -> None:  # noqa: ANN001
+        if self._loop is None:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.state.update_status(message="paused: no new groups are admitted" if paused else "")
+        asyncio.ensure_future(self.notify())
+
+    def _request_stop(self) -> None:
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self.state.update_status(state="stopping")
 
     async def notify(self) -> None:
         async with self.cond:
@@ -284,6 +298,7 @@ class Orchestrator:
         """Run until every step is trained, `stop()` is called, or a fatal error."""
         from orchestrator.watchers import report_status, watch_metrics, watch_policy
 
+        self._loop = asyncio.get_running_loop()
         try:
             await self.setup()
             workers = [asyncio.ensure_future(self.worker()) for _ in range(self.settings.max_concurrent_groups)]

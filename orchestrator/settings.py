@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.dashboard.settings import DashboardSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,12 +76,6 @@ class EvalSettings(_Section):
     num_prompts: int = Field(32, ge=1, description="Held-out prompts per evaluation.")
     k: int = Field(4, ge=1, le=1024, description="Samples per prompt: avg@k and pass@k.")
     temperature: float = Field(0.7, gt=0, le=10, description="Evaluation sampling temperature.")
-
-
-class DashboardSettings(_Section):
-    host: str = Field("127.0.0.1", description="Dashboard bind address.")
-    port: int = Field(8300, ge=0, le=65535, description="Dashboard port (0 = pick a free one).")
-    api_token: str | None = Field(None, description="Bearer token for /api/pause|resume|stop; unset = control disabled.")
 
 
 class OrchestratorSettings(BaseSettings):

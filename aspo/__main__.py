@@ -1,0 +1,5 @@
+"""`python -m aspo ...` = the `aspo` console script (used to start child processes)."""
+
+from aspo.cli import app
+
+app()
