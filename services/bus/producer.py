@@ -155,5 +155,5 @@ class StreamProducer:
             return
         try:
             await asyncio.wait_for(cancel.wait(), delay)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not builtins.TimeoutError before Python 3.11
             pass
