@@ -218,9 +218,10 @@ class Server:
     def _apply_rlimits(lim):
         cpu = int(lim["cpu_time_s"] + 0.999)
         mb = 1 << 20
+        space = resource.RLIM_INFINITY if lim["address_space_mb"] is None else lim["address_space_mb"] * mb
         settings = [
             (resource.RLIMIT_CPU, cpu, cpu + 1),
-            (resource.RLIMIT_AS, lim["address_space_mb"] * mb, lim["address_space_mb"] * mb),
+            (resource.RLIMIT_AS, space, space),
             (resource.RLIMIT_NPROC, lim["max_processes"], lim["max_processes"]),
             (resource.RLIMIT_FSIZE, lim["max_file_size_mb"] * mb, lim["max_file_size_mb"] * mb),
             (resource.RLIMIT_NOFILE, lim["max_open_files"], lim["max_open_files"]),

@@ -238,7 +238,8 @@ class SandboxPool:
         has_memcg = self._cgroups is not None and "memory" in self._cgroups.roots
         s = self.settings
         return {**lim.model_dump(), "cpu_time_s": _cpu_limit(lim),
-                "address_space_mb": lim.memory_mb + (s.address_space_slack_mb if has_memcg else 0),
+                "address_space_mb": None if has_memcg and not s.rlimit_as_with_cgroup
+                else lim.memory_mb,
                 "stack_mb": min(s.stack_mb, lim.memory_mb)}
 
     def _env(self, slot: int) -> dict[str, str]:

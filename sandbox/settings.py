@@ -56,10 +56,11 @@ class SandboxSettings(BaseSettings):
                               "unprivileged id owning no host files, so RLIMIT_NPROC counts per run "
                               "and a program cannot signal its fork server. Give pools sharing a "
                               "host disjoint ranges (matters for RLIMIT_NPROC without a pids cgroup).")
-    address_space_slack_mb: int = Field(
-        1024, ge=0, le=1 << 20, description="With a memory cgroup, RLIMIT_AS = memory_mb + this "
-        "(a backstop for untouched reservations that leaves thread stacks room). Without one, "
-        "RLIMIT_AS = memory_mb is the memory limit.")
+    rlimit_as_with_cgroup: bool = Field(
+        False, description="Also cap each process's address space (RLIMIT_AS = memory_mb) when a "
+        "memory cgroup is in force. Off: the cgroup limits real memory, while an address-space cap "
+        "fails threads (glibc sizes their stacks from RLIMIT_STACK), JITs and sanitizers. Without "
+        "a memory cgroup RLIMIT_AS = memory_mb is always set: it is then the memory limit.")
     stack_mb: int = Field(256, ge=8, le=65536,
                           description="RLIMIT_STACK of a run (deep recursion in C++), capped at memory_mb.")
     cgroup_mode: Literal["auto", "v1", "v2", "none"] = Field(

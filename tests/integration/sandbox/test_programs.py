@@ -113,3 +113,23 @@ def test_big_input_files_after_a_tight_memory_run(sbx):
         assert sbx.run(code="print('tight')", memory_mb=32).run.stdout == "tight\n"
     results = sbx.gather([big, big])
     assert [r.run.stdout for r in results] == [f"{48 << 20}\n"] * 2
+
+
+def test_threads_are_not_starved_of_address_space(sbx):
+    py = ("import threading\nout = []\nts = [threading.Thread(target=out.append, args=(i,)) "
+          "for i in range(32)]\n[t.start() for t in ts]; [t.join() for t in ts]\nprint(len(out))")
+    assert sbx.run(code=py, memory_mb=128).run.stdout == "32\n"
+    cpp = ("#include <thread>\n#include <vector>\n#include <cstdio>\n#include <atomic>\n"
+           "int main(){ std::atomic<int> n{0}; std::vector<std::thread> ts;"
+           " for(int i=0;i<16;i++) ts.emplace_back([&]{ n++; }); for(auto&t:ts) t.join();"
+           " printf(\"%d\\n\", n.load()); }")
+    r = sbx.run(language="cpp", code=cpp, memory_mb=128)
+    assert r.run.stdout == "16\n", r
+
+
+def test_deep_recursion_gets_a_big_stack(sbx):
+    cpp = ("#include <cstdio>\nint depth(int n){ volatile char pad[64]; pad[n % 64] = 1;"
+           " if (n == 0) return 0; int r = depth(n - 1); return r + pad[n % 64]; }\n"
+           "int main(){ printf(\"%d\\n\", depth(1000000)); }")   # ~100 MB of stack: 8 MB crashes
+    r = sbx.run(language="cpp", code=cpp, memory_mb=512)
+    assert r.run.status == ProcessStatus.ok and r.run.stdout == "1000000\n", r
