@@ -133,3 +133,19 @@ def test_deep_recursion_gets_a_big_stack(sbx):
            "int main(){ printf(\"%d\\n\", depth(1000000)); }")   # ~100 MB of stack: 8 MB crashes
     r = sbx.run(language="cpp", code=cpp, memory_mb=512)
     assert r.run.status == ProcessStatus.ok and r.run.stdout == "1000000\n", r
+
+
+def test_no_file_descriptor_leak_in_the_service(sbx):
+    import os
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    sbx.run(code="print(1)")
+    before = fds()
+    for _ in range(3):
+        sbx.run(code="print(input())", stdin=b"x\n")
+        sbx.run(code="while True: print('z' * 1000)", max_output_bytes=4096)
+        sbx.run(code="import time; time.sleep(9)", wall_timeout_s=0.2)
+        sbx.run(code="print('unread')", stdin=b"y" * (1 << 20))
+    assert fds() == before
