@@ -11,7 +11,7 @@ import posixpath
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Language = Literal["python", "cpp"]
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("python", "cpp")
@@ -81,6 +81,15 @@ class RunRequest(BaseModel):
                 raise ValueError(f"files: {name!r} must be a relative path inside the work dir "
                                  "(no leading '/', no '..', normalised)")
         return files
+
+    @model_validator(mode="after")
+    def _fits_work_dir(self) -> RunRequest:
+        """The program and its files must fit the work dir tmpfs they are written to."""
+        total = len(self.code.encode()) + sum(len(v) for v in self.files.values())
+        if total > self.limits.workdir_size_mb << 20:
+            raise ValueError(f"code + files are {total} bytes: more than limits.workdir_size_mb="
+                             f"{self.limits.workdir_size_mb} MiB")
+        return self
 
 
 class RunResult(BaseModel):

@@ -42,3 +42,10 @@ def test_missing_bubblewrap_is_allowed_only_when_insecure(caplog):
     SandboxPool(SandboxSettings(bwrap_path="no-such-bwrap-binary", workers=1,
                                 insecure_no_sandbox=True))
     assert "SANDBOX DISABLED" in caplog.text
+
+
+def test_request_larger_than_the_work_dir_is_rejected():
+    from sandbox.protocol import ExecutionLimits
+    with pytest.raises(ValidationError, match="workdir_size_mb"):
+        RunRequest(language="python", code="", files={"big": b"x" * (2 << 20)},
+                   limits=ExecutionLimits(workdir_size_mb=1))
