@@ -125,7 +125,8 @@ class Server:
 
         Moving a process between cgroups waits for an RCU grace period (milliseconds,
         more under load); forking inside the cgroup costs nothing. The server is
-        shielded from the OOM killer (its children reset that) and counted in limits.
+        counted in the limits; each run's child raises its oom_score_adj to the
+        maximum, so an OOM in the cgroup kills the run rather than the server.
         """
         if not self.cg:
             return
