@@ -22,6 +22,7 @@ def serve(
     max_steps: Optional[int] = typer.Option(None, help="Override max_steps."),
 ) -> None:
     """Train from a rollout source, publish <run>/policy/v<N>, serve /health and /metrics."""
+    import signal
     import threading
 
     from aspo.settings import SettingsError, load_settings
@@ -67,11 +68,20 @@ def serve(
         finally:
             server.should_exit = True
 
+    def on_signal(signum: int, frame: object) -> None:
+        # uvicorn restores these handlers and re-raises the signal after its
+        # own shutdown: with the default handler that would kill the process
+        # before the loop finishes its step and writes the final checkpoint.
+        service.stop()
+        server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     worker = threading.Thread(target=train, name="trainer-loop")
     worker.start()
     server.run()  # returns on SIGINT/SIGTERM or when the loop ends
     service.stop()
-    worker.join()
+    worker.join()  # finishes the current step, checkpoints, acks
     if service.state == "failed":
         raise typer.Exit(1)
 

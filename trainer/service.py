@@ -15,6 +15,7 @@ about HTTP; ``trainer.api`` exposes its state.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -139,9 +140,10 @@ class TrainerService:
             return None
         self.state = "training"
         samples: list[RolloutSample] = [s for g in groups for s in g.samples]
-        lag_hist = self._lag_histogram(samples)
+        lag_hist, trained_ids = self._lag_histogram(samples)
         m = self.trainer.train_step(samples)
         m["time_wait_s"] = wait_s
+        self.last_metrics = m  # /health shows the step as soon as it is trained
         self._unacked.extend(g.group_id for g in groups)
         self.metrics.record_step(m)
         self.metrics.step.set(self.trainer.step)
@@ -153,21 +155,34 @@ class TrainerService:
             self.state = "checkpointing"
             self.checkpoint()
         self.last_metrics = m
+        self._log_step(step, m, lag_hist, trained_ids)
         publish_metrics = getattr(self.announcer, "publish_metrics", None)
         if publish_metrics is not None:  # the bus announcer also feeds the dashboard
             publish_metrics(step, {**m, **{f"lag_hist_{lag}": float(n) for lag, n in lag_hist.items()}})
         log.info("step %d: %s", step, {k: round(v, 4) for k, v in m.items()})
         return m
 
-    def _lag_histogram(self, samples: list[RolloutSample]) -> dict[int, int]:
-        """Lag (current version - oldest token version) of each sample this step will train."""
+    def _lag_histogram(self, samples: list[RolloutSample]) -> tuple[dict[int, int], list[str]]:
+        """Lag (current version - oldest token version) of each sample this step will
+        train, and their rollout ids (the same filters as ``train_step``)."""
         t, k = self.trainer, self.settings.batching.max_off_policy_steps
         hist: dict[int, int] = {}
+        ids: list[str] = []
         for s in samples:
             lag = t.version - s.min_version
-            if s.rollout_id not in t.consumed_ids and (k is None or lag <= k):
+            if s.rollout_id not in t.consumed_ids and s.rollout_id not in ids and (k is None or lag <= k):
                 hist[lag] = hist.get(lag, 0) + 1
-        return hist
+                ids.append(s.rollout_id)
+        return hist, ids
+
+    def _log_step(self, step: int, metrics: dict[str, float], lag_hist: dict[int, int], ids: list[str]) -> None:
+        """Append the step to ``<run>/trainer/steps.jsonl``: the trainer's own record
+        (metrics, lag histogram, trained rollout ids) to check the dashboard against."""
+        path = self.settings.run_dir / "trainer" / "steps.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"step": step, "metrics": metrics, "lag_histogram": lag_hist, "rollout_ids": ids}
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def _collect_groups(self) -> list[RolloutGroup]:
         cfg = self.settings.batching
