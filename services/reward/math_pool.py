@@ -9,7 +9,7 @@ time-out kills the worker (SIGKILL) and starts a fresh one. That item comes back
 with status "timeout"; other items are untouched.
 
 Who uses it: `serving.RewardService` (one pool per service). Each worker is
-driven by one thread of a private thread pool, so the asyncio loop never blocks.
+driven by its own dispatcher thread, so the asyncio loop never blocks.
 Workers are forked from a forkserver that has math-verify and sympy imported
 already, so a replacement is ready in tens of milliseconds.
 
@@ -33,8 +33,8 @@ import resource
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -91,115 +91,203 @@ def _worker_main(conn: Connection, memory_mb: int, soft_s: float | None) -> None
         conn.send(result)
 
 
+def _error(status: str, message: str) -> dict[str, Any]:
+    return {"status": status, "correct": False, "extracted": None, "message": message}
+
+
+@dataclass
+class _Job:
+    gold: str
+    completion: str
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    queued_at: float = field(default_factory=time.monotonic)
+
+
 @dataclass
 class _Worker:
     process: Any
     conn: Connection
 
 
-class MathWorkerPool:
-    """Verify math items in `workers` processes, each item under a hard deadline."""
+def _deliver(job: _Job, result: dict[str, Any]) -> None:
+    def resolve() -> None:
+        if not job.future.done():
+            job.future.set_result(result)
 
-    def __init__(self, workers: int, timeout_s: float, memory_mb: int, soft_fraction: float | None) -> None:
+    try:
+        job.loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the caller's loop is gone: nobody is waiting for this result
+        pass
+
+
+class MathWorkerPool:
+    """Verify math items in `workers` processes, each item under a hard deadline.
+
+    One dispatcher thread per worker keeps up to `pipeline_depth` items in the
+    worker's pipe, so the worker starts its next item without waiting for the
+    parent to be scheduled (that round trip dominated small items on a loaded
+    machine). An item's deadline runs from when it reached the head of its
+    worker's line. When a worker is killed, the items queued behind the hung one
+    are re-sent to its replacement: only the hung item fails.
+    """
+
+    def __init__(self, workers: int, timeout_s: float, memory_mb: int, soft_fraction: float | None,
+                 pipeline_depth: int) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
-        self.soft_s = None if soft_fraction is None else timeout_s * soft_fraction
         self.memory_mb = memory_mb
+        self.soft_s = None if soft_fraction is None else timeout_s * soft_fraction
+        self.pipeline_depth = pipeline_depth
         self._ctx = mp.get_context("forkserver")
-        self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._all: list[_Worker] = []
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._procs: dict[int, _Worker] = {}
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._busy = 0
+        self._busy: set[int] = set()
         self._closed = False
         self._stats = {"items": 0, "timeouts": 0, "errors": 0, "restarts": 0}
 
     def start(self) -> None:
-        """Start the forkserver and the workers (blocking; a second or two the first time)."""
+        """Start the forkserver, the workers and their dispatcher threads (blocking; ~1 s the first time)."""
         self._ctx.set_forkserver_preload(_PRELOAD)
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="math-verify")
-        for _ in range(self.workers):
-            self._idle.put(self._spawn())
+        for slot in range(self.workers):
+            self._procs[slot] = self._spawn()
+            thread = threading.Thread(target=self._dispatch, args=(slot,), name=f"math-dispatch-{slot}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=_worker_main, args=(child, self.memory_mb, self.soft_s), daemon=True, name="math-worker")
         proc.start()
         child.close()
-        worker = _Worker(proc, parent)
-        with self._lock:
-            self._all.append(worker)
-        return worker
+        return _Worker(proc, parent)
 
-    def _replace(self, worker: _Worker) -> _Worker:
-        worker.process.kill()
-        worker.process.join(timeout=5)
-        worker.conn.close()
+    def _replace(self, slot: int) -> _Worker:
+        old = self._procs[slot]
+        old.process.kill()
+        old.process.join(timeout=5)
+        old.conn.close()
         with self._lock:
-            if worker in self._all:
-                self._all.remove(worker)
             self._stats["restarts"] += 1
-        return worker if self._closed else self._spawn()  # no new processes once closing
+        if not self._closed:  # no new processes once closing
+            self._procs[slot] = self._spawn()
+        return self._procs[slot]
 
-    def _verify_blocking(self, gold: str, completion: str) -> dict[str, Any]:
-        if self._closed:
-            return {"status": "error", "correct": False, "extracted": None, "message": "math pool is closed", "elapsed_s": 0.0}
-        worker = self._idle.get()
-        with self._lock:
-            self._busy += 1
-        started = time.monotonic()
-        try:
-            if not worker.process.is_alive():
-                worker = self._replace(worker)
-            worker.conn.send((gold, completion))
-            if worker.conn.poll(self.timeout_s):
-                try:
-                    result = worker.conn.recv()
-                except (EOFError, OSError):
-                    result = {"status": "error", "correct": False, "extracted": None, "message": "worker died (memory cap?)"}
-                    worker = self._replace(worker)
-            else:
-                result = {
-                    "status": "timeout", "correct": False, "extracted": None,
-                    "message": f"verification exceeded {self.timeout_s:g}s; worker killed and replaced",
-                }
-                worker = self._replace(worker)
-        finally:
-            self._idle.put(worker)
-            with self._lock:
-                self._busy -= 1
-        result["elapsed_s"] = time.monotonic() - started
+    def _count(self, result: dict[str, Any]) -> None:
         with self._lock:
             self._stats["items"] += 1
             self._stats["timeouts"] += result["status"] == "timeout"
             self._stats["errors"] += result["status"] == "error"
-        return result
+
+    def _fill(self, worker: _Worker, inflight: deque[_Job], resend: deque[_Job]) -> bool:
+        """Top up the worker's pipe; False when the pool is shutting down. Raises OSError if the worker is gone."""
+        while len(inflight) < self.pipeline_depth:
+            if resend:
+                job: _Job | None = resend.popleft()
+            else:
+                try:
+                    job = self._jobs.get(block=not inflight)
+                except queue.Empty:
+                    return True
+            if job is None:
+                return False
+            inflight.append(job)  # before sending: if the send fails, the job is re-sent, not lost
+            if not worker.process.is_alive():
+                raise OSError("math worker exited while idle")
+            worker.conn.send((job.gold, job.completion))
+        return True
+
+    def _requeue_and_replace(self, slot: int, inflight: deque[_Job], resend: deque[_Job]) -> None:
+        resend.extendleft(reversed(inflight))
+        inflight.clear()
+        self._replace(slot)
+
+    def _dispatch(self, slot: int) -> None:
+        """Thread body: feed one worker, enforce the head item's deadline, replace the worker when needed."""
+        inflight: deque[_Job] = deque()
+        resend: deque[_Job] = deque()
+        head_since = time.monotonic()
+        while not self._closed or inflight or resend:
+            worker = self._procs[slot]
+            was_idle = not inflight
+            try:
+                if not self._fill(worker, inflight, resend):
+                    break
+            except (OSError, ValueError):  # the worker died while idle: replace it, keep every job
+                if self._closed:
+                    break
+                self._requeue_and_replace(slot, inflight, resend)
+                continue
+            if was_idle:
+                head_since = time.monotonic()
+                with self._lock:
+                    self._busy.add(slot)
+            remaining = head_since + self.timeout_s - time.monotonic()
+            if remaining > 0 and not worker.conn.poll(remaining):
+                continue  # the deadline passed: the next round sees remaining <= 0
+            head = inflight.popleft()
+            broken = True
+            if remaining <= 0:
+                result = _error("timeout", f"verification exceeded {self.timeout_s:g}s; worker killed and replaced")
+            else:
+                try:
+                    result, broken = worker.conn.recv(), False
+                except (EOFError, OSError):
+                    result = _error("error", "worker died (memory cap?); replaced")
+            if broken:
+                self._requeue_and_replace(slot, inflight, resend)
+            now = time.monotonic()
+            result["elapsed_s"] = now - head_since  # from when the parent saw the item reach the worker's head
+            head_since = now
+            self._count(result)
+            if not inflight and not resend:
+                with self._lock:
+                    self._busy.discard(slot)
+            _deliver(head, result)
+        for job in list(inflight) + list(resend):
+            _deliver(job, _error("error", "math pool closed"))
 
     async def verify(self, gold: str, completion: str) -> dict[str, Any]:
         """Verify one item; never raises for item behaviour, never waits past queueing + deadline."""
-        if self._executor is None:
+        if not self._threads:
             raise RuntimeError("MathWorkerPool.start() was not called")
+        if self._closed:
+            return {**_error("error", "math pool is closed"), "elapsed_s": 0.0}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._verify_blocking, gold, completion)
+        future: asyncio.Future = loop.create_future()
+        self._jobs.put(_Job(gold, completion, future, loop))
+        return await future
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"workers": self.workers, "busy": self._busy, **self._stats}
+            return {"workers": self.workers, "busy": len(self._busy), "queued": self._jobs.qsize(), **self._stats}
+
+    def processes(self) -> list[Any]:
+        """The live worker processes (for tests and diagnostics)."""
+        return [w.process for w in self._procs.values()]
 
     def close(self) -> None:
-        """Stop all workers (politely, then SIGKILL) and the thread pool."""
+        """Stop the dispatchers and workers (politely, then SIGKILL); queued items get an error result."""
         self._closed = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            workers = list(self._all)
-            self._all.clear()
-        for w in workers:
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self.timeout_s + 5)
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                _deliver(job, _error("error", "math pool closed"))
+        for w in self._procs.values():
             try:
                 w.conn.send(None)
             except (OSError, ValueError):
                 pass
-        for w in workers:
+        for w in self._procs.values():
             w.process.join(timeout=1)
             if w.process.is_alive():
                 w.process.kill()

@@ -86,7 +86,8 @@ class RewardService:
         self.admission = Admission(settings.max_concurrency, settings.max_queue)
         self.sandbox = sandbox_pool
         self.math = MathWorkerPool(
-            settings.math_workers, settings.math_timeout_s, settings.math_memory_mb, settings.math_soft_deadline_fraction
+            settings.math_workers, settings.math_timeout_s, settings.math_memory_mb,
+            settings.math_soft_deadline_fraction, settings.math_pipeline_depth,
         )
         self.started = False
 

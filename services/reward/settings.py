@@ -34,6 +34,10 @@ class RewardSettings(BaseSettings):
         0.8, gt=0, lt=1, description="The worker interrupts itself (SIGALRM) at this fraction of the deadline and "
         "stays warm; None = only the hard kill at the deadline.",
     )
+    math_pipeline_depth: int = Field(
+        2, ge=1, le=64, description="Items queued in each math worker's pipe, so it starts the next one without "
+        "waiting for the service to be scheduled; items behind a hung one are re-sent to its replacement.",
+    )
     math_memory_mb: int = Field(2048, ge=256, le=65536, description="Address-space cap (RLIMIT_AS) of each math worker.")
     math_max_chars: int = Field(100_000, ge=100, le=10_000_000, description="Longest completion or ground truth accepted for math.")
     code_timeout_per_test_s: float = Field(6.0, gt=0, le=600, description="Default wall-clock limit per test run.")
