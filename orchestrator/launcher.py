@@ -29,6 +29,9 @@ from orchestrator.runconfig import RunConfig
 from orchestrator.server import dashboard_file
 
 
+PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +115,11 @@ class Launcher:
         model_dir = resolve_model(cfg.run.model)
         self.redis = ensure_redis(self.run_dir, BusSettings.model_validate(cfg.bus))
         bus = cfg.bus_settings(self.redis.url)
+        # Passive OpenMP waits for every child (vLLM inherits os.environ): trainer and
+        # vLLM share the cores, and idle threads spinning (the GNU and Intel OpenMP
+        # defaults) slowed both many times over on a shared 2-core box.
+        for key, value in PASSIVE_OPENMP.items():
+            os.environ.setdefault(key, value)
         env = dict(os.environ, REDIS_URL=self.redis.url)
         reward_port, infer_port, trainer_port = free_port(), free_port(), free_port()
         reward = cfg.reward_settings(reward_port)

@@ -31,6 +31,7 @@ from orchestrator.tasks.base import Task
 from orchestrator.tasks.provider import TaskProvider
 from services.bus.messages import RolloutGroup, RolloutSample
 from services.bus.settings import BusSettings
+from services.bus.transport import PublishCancelled
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,18 @@ class Orchestrator:
         self.book.accepted_samples = self.admission.accepted
         save_bookkeeping(self.book, self.book_path)
 
+    def save_results(self) -> None:
+        """`<run>/orchestrator/status.json` and `steps.jsonl` (the dashboard's series),
+        rewritten atomically: small files that outlive the run (reports read them)."""
+        out = self.book_path.parent
+        for name, text in (
+            ("status.json", self.state.status().model_dump_json(indent=1)),
+            ("steps.jsonl", "".join(r.model_dump_json() + "\n" for r in self.state.steps())),
+        ):
+            tmp = out / f".{name}.tmp"
+            tmp.write_text(text)
+            tmp.replace(out / name)
+
     # ------------------------------------------------------------ workers
     async def admit(self) -> int | None:
         """Wait until a group may start; claim its task index. None = no more work."""
@@ -179,7 +192,13 @@ class Orchestrator:
             return False
         adv = group_advantages(rewards, normalize_std=s.advantages.normalize_std)
         group = self.build_group(index, task, completions, rewards, adv)
-        await self.producer.publish(group, cancel=self.stopping)
+        self.book.publishing.append(index)
+        self.save()
+        try:
+            await self.producer.publish(group, cancel=self.stopping)
+        except PublishCancelled:   # stopping while the stream is full: settled at the next start
+            return False
+        self.book.publishing.remove(index)
         self.book.accepted_groups += 1
         self.record_samples(task, group, texts, batch)
         if self.book.accepted_groups % s.groups_per_step == 0:
@@ -225,6 +244,7 @@ class Orchestrator:
             "response_length": float(np.mean(st["length"])),
         }
         values.update(batch_repetition(st["text"], st["reward"]))
+        values["generation_tokens_per_s"] = self.state.status().generation_tokens_per_s
         self.state.record_step(StepRecord(step=batch + 1, values=values))
 
     def record_samples(self, task: Task, group: RolloutGroup, texts: list[str], batch: int) -> None:
@@ -277,6 +297,7 @@ class Orchestrator:
             raise ValueError("the orchestrator needs a Redis URL (REDIS_URL or bus.url); `aspo run` starts one")
         self.redis = connect(self.bus.url)
         self.producer = rollout_producer(self.redis, self.bus)
+        await self.settle_publishing()
         served = await self.client.served_versions()
         live = [v for v in served.values() if v is not None]
         if not live:
@@ -286,6 +307,29 @@ class Orchestrator:
             state="running", loss=self.loss_name, total_steps=s.total_steps,
             max_off_policy_steps=s.max_off_policy_steps, policy_version=self.policy_version,
         )
+
+    async def settle_publishing(self) -> None:
+        """Groups caught mid-publish by a crash: on the bus already, or to redo."""
+        if not self.book.publishing:
+            return
+        from services.bus.channels import trained_ledger
+        from services.bus.transport import DATA, MSGPACK
+
+        decode = MSGPACK.decoder(RolloutGroup)
+        in_stream: set[str] = set()
+        for _, fields in await self.redis.xrange(self.bus.rollout_stream):
+            try:
+                in_stream.add(decode(fields[DATA]).group_id)
+            except Exception:  # deliberately tolerated: a foreign entry cannot be one of ours
+                continue
+        ledger = trained_ledger(self.redis, self.bus)
+        for index in list(self.book.publishing):
+            gid = f"{self.settings.name}:{index}"
+            trained = any(await ledger.seen([f"{gid}:{i}" for i in range(self.settings.group_size)]))
+            self.book.settle(index, gid in in_stream or trained, self.settings.group_size)
+            log.info("group %s caught mid-publish: %s", gid, "on the bus" if gid in in_stream or trained else "redone")
+        self.admission.accepted = self.book.accepted_samples
+        self.save()
 
     async def teardown(self) -> None:
         for closer in (self.client, self.rewards, self.updater):
@@ -315,4 +359,5 @@ class Orchestrator:
             raise
         finally:
             self.save()
+            self.save_results()
             await self.teardown()

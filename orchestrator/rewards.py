@@ -21,6 +21,7 @@ from orchestrator.tasks.base import Task
 log = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # statuses meaning "the answer was judged" (a wrong or missing answer is reward 0, not a failure)
 _JUDGED = {"ok", "no_answer", "timeout", "compile_error", "no_code"}
 
@@ -31,10 +32,21 @@ def last_code_block(text: str) -> str:
     return blocks[-1] if blocks else text
 
 
+def final_number_answer(completion: str) -> str:
+    """The answer as `Task.answer = "final_number"` takes it: the completion itself
+    when it has a \\boxed{} (the service reads the last one), else the last number
+    in the text, boxed; "" when there is none (no answer: reward 0)."""
+    if "\\boxed" in completion or "\\fbox" in completion:
+        return completion
+    numbers = _NUMBER.findall(completion.replace(",", ""))
+    return f"\\boxed{{{numbers[-1]}}}" if numbers else ""
+
+
 def score_item(task: Task, completion: str, item_id: str, timeout_per_test_s: float) -> dict[str, Any]:
     """The /v1/score item for one completion of ``task``."""
     if task.kind == "math":
-        return {"id": item_id, "kind": "math", "completion": completion, "ground_truth": task.ground_truth}
+        text = final_number_answer(completion) if task.answer == "final_number" else completion
+        return {"id": item_id, "kind": "math", "completion": text, "ground_truth": task.ground_truth}
     tests = dict(task.tests or {})
     suffix = tests.pop("append_code", None)
     item: dict[str, Any] = {"id": item_id, "kind": "code", "tests": tests, "timeout_per_test": timeout_per_test_s}

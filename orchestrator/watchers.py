@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LAG_PREFIX = "lag_hist_"
+TRAINER_ALIASES = {
+    "tokens_per_s": "training_tokens_per_s",
+    "policy_lag_mean": "lag_mean",
+    "policy_lag_max": "lag_max",
+    "pg_loss": "loss",
+}
 
 
 async def load_version(orch: "Orchestrator", msg: PolicyVersion) -> None:
@@ -71,8 +77,9 @@ async def watch_policy(orch: "Orchestrator") -> None:
 def ingest_trainer_event(orch: "Orchestrator", ev: MetricEvent) -> None:
     values = {k: v for k, v in ev.values.items() if not k.startswith(LAG_PREFIX)}
     hist = {int(k[len(LAG_PREFIX):]): int(v) for k, v in ev.values.items() if k.startswith(LAG_PREFIX)}
-    if "tokens_per_s" in values:
-        values["training_tokens_per_s"] = values["tokens_per_s"]
+    for theirs, ours in TRAINER_ALIASES.items():   # the dashboard's names for the trainer's
+        if theirs in values and ours not in values:
+            values[ours] = values[theirs]
     orch.state.record_step(StepRecord(step=ev.step, time=ev.time, values=values, lag_histogram=hist))
     orch.trainer_step = max(orch.trainer_step, ev.step)
     st = orch.state.status()
@@ -145,6 +152,8 @@ async def report_status(orch: "Orchestrator") -> None:
         dead = int(await orch.redis.xlen(f"{orch.bus.rollout_stream}:dead"))
         steps_left = orch.settings.total_steps - orch.trainer_step
         rate = orch.trainer_step / (now - start) if orch.trainer_step else 0.0
+        if int(now - start) % 10 == 0:
+            orch.save_results()
         orch.state.update_status(
             policy_version=orch.policy_version,
             samples_generated=orch.book.samples_generated,

@@ -180,7 +180,7 @@ class TrainerService:
         (metrics, lag histogram, trained rollout ids) to check the dashboard against."""
         path = self.settings.run_dir / "trainer" / "steps.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"step": step, "metrics": metrics, "lag_histogram": lag_hist, "rollout_ids": ids}
+        row = {"step": step, "time": time.time(), "metrics": metrics, "lag_histogram": lag_hist, "rollout_ids": ids}
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

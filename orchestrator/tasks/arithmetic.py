@@ -3,7 +3,9 @@
 It meets the default model where it is (field notes): SmolLM2-135M answers
 "What is a + b?" with single digits correctly in ~42% of samples at
 temperature 0.7 but almost never uses \\boxed{}, so the prompt asks for the
-final number and the reward takes the final number (boxed when present). Most
+final number and the reward takes the final number (boxed when present:
+`Task.answer = "final_number"`). Plain math-verify extraction would be gamed
+here: it evaluates "9 + 5" copied from the question as 14. Most
 groups at level 1 then have mixed rewards, which is what GRPO-style learning
 needs. Higher levels add digits and operations.
 
@@ -46,6 +48,7 @@ def make_task(level: int, rng: random.Random, index: int, split: str) -> Task:
         messages=[{"role": "user", "content": PROMPT.format(a=a, op=op, b=b)}],
         ground_truth=str(answer),
         level=level,
+        answer="final_number",
     )
 
 

@@ -20,6 +20,12 @@ class Task(BaseModel):
     ground_truth: str | None = None
     tests: dict[str, Any] | None = Field(None, description="LiveCodeBench/TACO format: inputs, outputs, optional fn_name.")
     level: int | None = Field(None, description="Difficulty level where the source has one.")
+    answer: Literal["math", "final_number"] = Field(
+        "math",
+        description="How a math answer is taken from the completion: `math` = the reward service's "
+        "extraction (last \\boxed{}, then math-verify's fallbacks); `final_number` = the last \\boxed{} "
+        "if there is one, else the last number in the text.",
+    )
 
     @model_validator(mode="after")
     def _reference_matches_kind(self) -> "Task":
