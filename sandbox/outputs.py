@@ -80,8 +80,9 @@ class PipeWriter:
     """Feeds `data` to a pipe without blocking the loop, then closes it (EOF for the program).
 
     A program that exits early or never reads is not an error (EPIPE ends the
-    feed quietly). `close()` is idempotent, so the owner can always call it
-    after cancelling and awaiting `feed()`, even if `feed()` never started.
+    feed quietly). `close()` is idempotent and may be called at any time, even
+    while `feed()` waits or before it started: it unregisters the fd from the
+    loop before closing it, so no stale registration can hit a reused fd number.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
@@ -89,13 +90,14 @@ class PipeWriter:
         self._fd = fd
         self._data = data
         self._closed = False
+        self._registered = False
         os.set_blocking(fd, False)
 
     async def feed(self) -> None:
         view = memoryview(self._data)
         ready = asyncio.Event()
         try:
-            while view:
+            while view and not self._closed:
                 try:
                     n = os.write(self._fd, view[:CHUNK])
                     view = view[n:]
@@ -106,14 +108,21 @@ class PipeWriter:
                     return
                 ready.clear()
                 self._loop.add_writer(self._fd, ready.set)
+                self._registered = True
                 try:
                     await ready.wait()
                 finally:
-                    self._loop.remove_writer(self._fd)
+                    self._unregister()
         finally:
             self.close()
 
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self._loop.remove_writer(self._fd)
+
     def close(self) -> None:
         if not self._closed:
+            self._unregister()
             self._closed = True
             os.close(self._fd)

@@ -207,6 +207,7 @@ class SandboxPool:
             self._waiting -= 1
         self._busy += 1
         replace = False
+        worker = None
         try:
             worker = self._workers[slot]
             if worker is None or worker.dead:
@@ -226,7 +227,7 @@ class SandboxPool:
             return ProcessResult(status=ProcessStatus.sandbox_error, message=f"sandbox fault: {exc}")
         finally:
             self._busy -= 1
-            if replace:
+            if replace or (worker is not None and worker.dead):   # incl. a cancelled run
                 task = asyncio.get_running_loop().create_task(self._replace(slot))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

@@ -162,10 +162,18 @@ class Worker:
             error = f"worker {self.name} did not report within the wall limit + grace: hung"
         except (EOFError, OSError, ValueError) as exc:
             error = f"worker {self.name} died during the run ({exc!r}) {self.server_log(500)}"
-        finally:
+        except asyncio.CancelledError:
+            # The caller gave up. The server will still send this run's report, which the
+            # next run would read as its own: retire the worker, stop the run, free the fds.
+            self.dead = True
+            self._send_kill_now()
             writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            feeder.close()
+            for io in (feeder, stdout, stderr):
+                io.close()
+            raise
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        feeder.close()
         if report is None:
             self.dead = True
             await self.kill()

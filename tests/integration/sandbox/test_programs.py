@@ -149,3 +149,27 @@ def test_no_file_descriptor_leak_in_the_service(sbx):
         sbx.run(code="import time; time.sleep(9)", wall_timeout_s=0.2)
         sbx.run(code="print('unread')", stdin=b"y" * (1 << 20))
     assert fds() == before
+
+
+def test_cancelled_runs_do_not_leak_into_later_runs(sbx):
+    """A caller that gives up (client disconnect) must not leave a stale report behind."""
+    import asyncio
+    import os
+
+    fds = len(os.listdir("/proc/self/fd"))
+
+    async def give_up_then_run():
+        slow = [RunRequest(language="python", code="import time; time.sleep(20); print('late')",
+                           limits=ExecutionLimits(wall_timeout_s=30)) for _ in range(3)]
+        for req in slow:
+            try:
+                await asyncio.wait_for(sbx.pool.run(req), 0.3)
+            except asyncio.TimeoutError:
+                pass
+        reqs = [RunRequest(language="python", code=f"print({i})") for i in range(6)]
+        return await asyncio.gather(*(sbx.pool.run(r) for r in reqs))
+
+    results = sbx.loop.run_until_complete(give_up_then_run())
+    assert [r.run.stdout for r in results] == [f"{i}\n" for i in range(6)]
+    sbx.settle()
+    assert len(os.listdir("/proc/self/fd")) == fds
