@@ -37,20 +37,22 @@ _REF_MODELS: dict[str, object] = {}
 
 
 def reference_logprobs(
-    model_dir: Path, prompt_ids: list[int], completion_ids: list[int]
+    model_dir: Path, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0
 ) -> list[float]:
-    """log pi(token_t | prefix) from a full fp32 transformers forward on prompt + completion."""
+    """log pi_T(token_t | prefix) from a full fp32 transformers forward on prompt + completion,
+    with pi_T = softmax(logits / T): what vLLM's processed_logprobs mean at temperature T."""
     import torch
     from transformers import AutoModelForCausalLM
 
     key = str(model_dir)
     if key not in _REF_MODELS:
-        _REF_MODELS.clear()  # one reference model in memory at a time
+        if len(_REF_MODELS) >= 2:  # at most two reference models (old/new weights) in memory
+            _REF_MODELS.pop(next(iter(_REF_MODELS)))
         _REF_MODELS[key] = AutoModelForCausalLM.from_pretrained(key, dtype=torch.float32).eval()
     model = _REF_MODELS[key]
     ids = torch.tensor([prompt_ids + completion_ids])
     with torch.inference_mode():
         logits = model(ids).logits[0, len(prompt_ids) - 1 : -1]  # (T, V): predicts completion
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
         picked = logp.gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
     return picked.tolist()
