@@ -69,27 +69,28 @@ class ReplicaPool:
         else:
             replica.down_since = time.monotonic()
 
+    def _usable(self, exclude: set[str] | frozenset[str]) -> list[Replica]:
+        return [r for r in self.replicas if r.in_rotation and r.healthy and r.url not in exclude]
+
     async def pick(
         self, http: httpx.AsyncClient, exclude: set[str] | frozenset[str] = frozenset()
     ) -> Replica:
         """The in-rotation healthy replica with fewest requests in flight (ties: list order).
 
-        Replicas down for longer than ``health_recheck_s`` are re-probed first.
+        Replicas down for longer than ``health_recheck_s`` are re-probed first;
+        when none is usable, every down replica is probed at once (a restarted
+        single replica must not wait out the recheck interval).
         """
         now = time.monotonic()
-        stale = [
-            r
-            for r in self.replicas
-            if r.in_rotation
-            and not r.healthy
-            and now - r.down_since >= self.health_recheck_s
-            and r.url not in exclude
+        down = [
+            r for r in self.replicas if r.in_rotation and not r.healthy and r.url not in exclude
         ]
+        stale = [r for r in down if now - r.down_since >= self.health_recheck_s]
         if stale:
             await asyncio.gather(*(self._probe(r, http) for r in stale))
-        candidates = [
-            r for r in self.replicas if r.in_rotation and r.healthy and r.url not in exclude
-        ]
+        if not self._usable(exclude) and down:
+            await asyncio.gather(*(self._probe(r, http) for r in down if not r.healthy))
+        candidates = self._usable(exclude)
         if not candidates:
             why = "; ".join(
                 f"{r.url}: {'out of rotation' if not r.in_rotation else 'down'} ({r.last_error})"

@@ -112,3 +112,20 @@ def test_served_versions_reports_unreachable_replicas_as_none() -> None:
             return await client.served_versions()
 
     assert asyncio.run(main()) == {URLS[0]: 7, URLS[1]: None}
+
+
+def test_a_restarted_single_replica_is_used_again_without_waiting() -> None:
+    fake = FakeVLLM(URLS[:1])
+    fake.replica(URLS[0]).down = True
+
+    async def main() -> str:
+        settings = InferenceClientSettings(
+            base_urls=URLS[:1], retry_backoff_s=0.0, max_retries=0, health_recheck_s=3600
+        )
+        async with InferenceClient(settings, transport=fake.transport()) as client:
+            with pytest.raises(InferenceRequestError):
+                await client.generate([1], max_tokens=1)
+            fake.replica(URLS[0]).down = False  # the server came back
+            return (await client.generate([1], max_tokens=1))[0].replica
+
+    assert asyncio.run(main()) == URLS[0]
