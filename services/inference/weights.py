@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Literal
 
 import httpx
 
-from services.inference.checkpoint import CheckpointError, check_compatible, read_checkpoint
+from services.inference.checkpoint import TensorSpec, check_compatible, read_checkpoint
 from services.inference.protocol import ReplicaUpdate, WeightUpdateResult
-from services.inference.replicas import Replica, ReplicaPool
+from services.inference.replicas import NoReplicaAvailable, Replica, ReplicaPool
 from services.inference.settings import InferenceClientSettings
 
 FailurePolicy = Literal["rollback", "evict"]
@@ -57,6 +58,7 @@ class WeightUpdater:
         self.settings = settings or InferenceClientSettings()
         self.http = http or httpx.AsyncClient(timeout=self.settings.weight_update_timeout_s)
         self._lock = asyncio.Lock()
+        self._served_specs: dict[str, dict[str, TensorSpec]] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -153,12 +155,28 @@ class WeightUpdater:
         replica.version = replica.weights_path = None
         return outcome.model_copy(update={"version": None, "path": None, "in_rotation": False})
 
+    def _check_against_served(self, path: str, targets: list[Replica]) -> None:
+        """Validate ``path`` and compare it with what is served. Served dirs' tensor specs
+        are remembered, so a trainer that prunes old checkpoints does not block updates
+        (a served dir that is gone, or a hub id, is skipped)."""
+        new_tensors = read_checkpoint(path)
+        served = {r.weights_path for r in targets if r.weights_path}
+        for old_path in served:
+            old = self._served_specs.get(old_path)
+            if old is None and Path(old_path).is_dir():
+                old = self._served_specs[old_path] = read_checkpoint(old_path)
+            if old is not None:
+                check_compatible(new_tensors, old, where=str(path))
+        self._served_specs = {p: self._served_specs[p] for p in served if p in self._served_specs}
+        self._served_specs[str(path)] = new_tensors
+
     async def update_weights(
         self, version: int, path: str, on_failure: FailurePolicy = "rollback"
     ) -> WeightUpdateResult:
         """Load ``path`` as policy ``version`` on every in-rotation replica (see module doc).
 
-        Raises :class:`CheckpointError` before touching any replica when the dir is bad.
+        Raises :class:`.checkpoint.CheckpointError` before touching any replica when the
+        dir is bad. Keep the served dir until this returns: a roll-back reloads it.
         """
         async with self._lock:
             return await self._update_weights(version, path, on_failure)
@@ -171,13 +189,10 @@ class WeightUpdater:
             raise ValueError(f"policy version must be >= 0, got {version}")
         targets = [r for r in self.pool.replicas if r.in_rotation]
         if not targets:
-            raise CheckpointError("no replica in rotation to update")
+            raise NoReplicaAvailable("no inference replica in rotation to update")
         if any(r.version is None or r.weights_path is None for r in targets):
             await self.sync_state()
-        new_tensors = read_checkpoint(path)
-        served = {r.weights_path for r in targets if r.weights_path}
-        for old_path in served:
-            check_compatible(new_tensors, read_checkpoint(old_path), where=str(path))
+        self._check_against_served(path, targets)
         previous = {r.url: (r.version, r.weights_path) for r in targets}
         outcomes = list(
             await asyncio.gather(*(self._update_one(r, version, path) for r in targets))

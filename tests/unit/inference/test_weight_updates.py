@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -120,3 +121,33 @@ def test_incompatible_or_broken_checkpoints_touch_no_replica(
         with pytest.raises(CheckpointError, match=expected[name]):
             run_update(fake, base, d)
         assert all("/pause" not in r.calls and r.version == "0" for r in fake.replicas.values())
+
+
+def test_pruned_old_checkpoints_do_not_block_updates_but_checks_still_apply(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, v1 = dirs
+    v2 = write_ckpt(tmp_path / "v2", SHAPES)
+    wrong = write_ckpt(tmp_path / "wrong", {"a.weight": (2, 2), "b.weight": (4,)})
+    fake = FakeVLLM(URLS)
+    for r in fake.replicas.values():
+        r.model_root = str(base)
+
+    async def main() -> tuple:
+        updater = WeightUpdater(
+            ReplicaPool(URLS), http=httpx.AsyncClient(transport=fake.transport())
+        )
+        try:
+            first = await updater.update_weights(1, str(v1))
+            shutil.rmtree(base)  # the trainer prunes old checkpoints
+            second = await updater.update_weights(2, str(v2))
+            shutil.rmtree(v1)
+            with pytest.raises(CheckpointError, match="other dtype/shape"):
+                await updater.update_weights(3, str(wrong))  # still compared with v2's specs
+            return first, second
+        finally:
+            await updater.aclose()
+
+    first, second = asyncio.run(main())
+    assert first.ok and second.ok and second.served_version == 2
+    assert {r.version for r in fake.replicas.values()} == {"2"}
