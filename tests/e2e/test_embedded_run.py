@@ -74,15 +74,29 @@ def test_async_run_survives_orchestrator_kill_and_resumes(tmp_path, log_path):
     assert any(rec.get("eval") for rec in series), "no evaluation was recorded"
 
 
-def test_sync_run_trains_on_policy_only(tmp_path, log_path):
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_sync_run_ctrl_c_stops_everything_and_resumes(tmp_path, log_path):
     run_dir = tmp_path / "sync"
-    cfg = smoke_config(tmp_path, run_dir=str(run_dir), total_steps=2, max_off_policy_steps=0)
-    proc = start_run(cfg, log_path)
-    assert proc.wait(1500) == 0, log_path.read_text()[-4000:]
+    cfg = smoke_config(tmp_path, run_dir=str(run_dir), total_steps=3, max_off_policy_steps=0)
+    first = start_run(cfg, log_path)
+    url = dashboard_url(run_dir, first)
+    wait_status(url, first, lambda s: s["trainer_step"] >= 1)
+    children = _descendants(first.pid)
+    assert len(children) >= 4  # reward, trainer, vLLM, orchestrator (+ their helpers)
+    first.send_signal(signal.SIGINT)             # Ctrl-C
+    assert first.wait(600) == 130
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"processes left after Ctrl-C: {[p.cmdline()[:3] for p in alive]}"
+
+    second = start_run(cfg, log_path)
+    assert second.wait(1500) == 0, log_path.read_text()[-4000:]
     steps = effective_trainer_steps(run_dir)
-    assert sorted(steps) == [1, 2]
+    assert sorted(steps) == [1, 2, 3]
     for row in steps.values():
         assert set(row["lag_histogram"]) == {"0"}, row["lag_histogram"]
         assert row["metrics"]["policy_lag_max"] == 0
     status, _ = _results(run_dir)
-    assert status["state"] == "finished" and status["policy_version"] >= 1
+    assert status["state"] == "finished" and status["policy_version"] >= 2
