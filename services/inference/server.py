@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,18 @@ def build_env(settings: InferenceSettings, base: dict[str, str] | None = None) -
     return env
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on (host, port). SO_REUSEADDR, as uvicorn uses, so a
+    port in TIME_WAIT after a previous server's exit still counts as free."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -132,6 +145,9 @@ class InferenceServer:
         if self._replicas:
             raise RuntimeError("InferenceServer already started")
         s = self.settings
+        busy = [s.port + i for i in range(s.replicas) if not port_is_free(s.host, s.port + i)]
+        if busy:  # else /health of whatever listens there would pass for ours
+            raise ServerStartError(f"port(s) {busy} on {s.host} already in use")
         self.model = resolve_model(s.model)
         log_dir = Path(s.log_dir or tempfile.mkdtemp(prefix="aspo-vllm-"))
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -86,3 +86,18 @@ def test_prepared_dir_with_matching_marker_is_reused(
         first / MARKER_FILE
     ).read_text().strip() == model_mod._file_digest(gguf)
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_start_refuses_a_port_already_in_use() -> None:
+    import socket
+
+    from services.inference.server import InferenceServer, ServerStartError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = InferenceServer(InferenceSettings(model="/nonexistent", port=port))
+        with pytest.raises(ServerStartError) as info:
+            server.start()
+    assert str(port) in str(info.value) and server.poll() == []
