@@ -5,7 +5,7 @@ install:
 	bash scripts/install.sh
 
 run: install
-	.venv/bin/aspo run $(ARGS)
+	.venv/bin/aspo run --config configs/default.yaml $(ARGS)
 
 test: install
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)

