@@ -195,7 +195,8 @@ async def main(args: argparse.Namespace) -> None:
     size = len(MSGPACK.encode(groups[0]))
     print(f"one group: {SAMPLES} x ({PROMPT} prompt + {COMPLETION} completion) tokens; "
           f"msgpack {size / 1e3:.0f} KB, JSON {len(JSON.encode(json_groups[0])) / 1e3:.0f} KB; "
-          f"median of {args.repeat} interleaved rounds")
+          f"median of {args.repeat} interleaved rounds; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     settings = BusSettings(url=os.environ.get("REDIS_URL"))
     rounds: list[list[Result]] = []
     with tempfile.TemporaryDirectory() as run_dir, ensure_redis(run_dir, settings) as handle:
@@ -214,6 +215,8 @@ async def main(args: argparse.Namespace) -> None:
             rounds.append(results)
         await admin.aclose()
     report([median_result([r[i] for r in rounds]) for i in range(len(rounds[0]))])
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (other work on the machine "
+          "slows every case alike; compare ratios across runs, not absolute rates)")
 
 
 def median_result(runs: list[Result]) -> Result:
