@@ -83,8 +83,15 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 
 def connect(url: str) -> aioredis.Redis:
-    """An async client as the bus needs it: bytes replies (payloads are binary)."""
-    return aioredis.Redis.from_url(url, decode_responses=False)
+    """An async client as the bus needs it: bytes replies (payloads are binary).
+
+    No client-side read timeout: redis-py 8 defaults to 5 s, which turns every
+    blocking XREAD/XREADGROUP of 5 s or more into a TimeoutError; blocking
+    calls carry their own server-side deadline instead. Connecting still times out.
+    """
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, socket_timeout=None, socket_connect_timeout=10
+    )
 
 
 @dataclass(frozen=True)

@@ -312,3 +312,17 @@ def test_room_held_by_a_crashed_producer_comes_back_after_its_reservation_expire
 
     got, ids, length = asyncio.run(body())
     assert got == 3 and len(ids) == 3 and length == 3
+
+
+@pytest.mark.slow
+def test_fetch_can_block_longer_than_redis_py_default_read_timeout(redis_url, stream_name):
+    # redis-py 8 reads with a 5 s socket timeout by default; connect() must lift it,
+    # or every idle trainer fetch with block_ms >= 5000 raises TimeoutError.
+    async def body():
+        r = connect(redis_url)
+        consumer = StreamConsumer(r, stream_name, "trainer", "t0", RolloutGroup)
+        got = await consumer.fetch(count=1, block_ms=5_500)
+        await r.aclose()
+        return got
+
+    assert asyncio.run(body()) == []
