@@ -32,6 +32,7 @@ from sandbox.compile_cache import CompileCache, cache_key
 from sandbox.outcome import to_process_result
 from sandbox.protocol import ExecutionLimits, ProcessResult, ProcessStatus, RunRequest, RunResult
 from sandbox.settings import SandboxSettings
+from sandbox.uids import UidAllocator
 from sandbox.worker import RunSpec, Worker, WorkerDead
 
 __all__ = ["SandboxPool", "SandboxSettings", "SandboxUnavailable"]
@@ -63,6 +64,8 @@ class SandboxPool:
             raise SandboxUnavailable(f"python_executable {s.python_executable!r} is not an executable")
         self._sandboxed = not s.insecure_no_sandbox
         self._cgroups: CgroupManager | None = None
+        self._uids: UidAllocator | None = None
+        self._slot_uid: list[int | None] = [None] * s.workers
         self._cache: CompileCache | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._workers: list[Worker | None] = [None] * s.workers
@@ -85,6 +88,9 @@ class SandboxPool:
         if self._sandboxed:
             self._bwrap_version = bw.bwrap_version(self._bwrap or "bwrap")
         self._cgroups = CgroupManager(s.cgroup_mode if os.geteuid() == 0 else "none")
+        if os.geteuid() == 0:   # only root can switch a run to another uid
+            self._uids = UidAllocator(s.run_uid_base, s.uid_lock_dir)
+            self._slot_uid = [self._uids.claim() for _ in range(s.workers)]
         self._tmpdir = tempfile.TemporaryDirectory(prefix="aspo-sandbox-")
         os.chmod(self._tmpdir.name, 0o755)
         cache_dir = s.compile_cache_dir or Path(self._tmpdir.name) / "cache"
@@ -119,6 +125,8 @@ class SandboxPool:
                              return_exceptions=True)
         if self._cgroups is not None:
             self._cgroups.close()
+        if self._uids is not None:
+            self._uids.close()
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 
@@ -149,7 +157,7 @@ class SandboxPool:
         name = f"w{slot}g{self._generation[slot]}"
         dirs = self._cgroups.create_worker(name)
         sandboxed, workdir = self._sandboxed, self._workdir(slot)
-        uid = s.run_uid_base + slot if os.geteuid() == 0 else None
+        uid = self._slot_uid[slot]
         cache_dir = self._cache.directory
 
         def argv(control_fd: int) -> list[str]:
@@ -348,8 +356,8 @@ class SandboxPool:
     def isolation_report(self) -> dict[str, Any]:
         """What isolation is in force, for logs and the service's /health."""
         cg = self._cgroups
-        uid = (f"{self.settings.run_uid_base}..{self.settings.run_uid_base + len(self._workers) - 1}"
-               " (one unprivileged uid per worker)" if os.geteuid() == 0 else "the service's uid")
+        uid = (f"{self._uids.held} (one unprivileged uid per worker, claimed host-wide)"
+               if self._uids is not None else "the service's uid")
         return {
             "sandbox": "bubblewrap" if self._sandboxed else "NONE (insecure_no_sandbox=True)",
             "bubblewrap_version": self._bwrap_version or None,

@@ -51,11 +51,13 @@ class SandboxSettings(BaseSettings):
         "None: a private temporary dir removed at close().")
     compile_memory_mb: int = Field(2048, ge=64, le=65536, description="Memory limit of a compile.")
     compile_max_processes: int = Field(32, ge=4, le=4096, description="Process limit of a compile.")
-    run_uid_base: int = Field(61000, ge=1000, le=2**31 - 4096,
-                              description="Worker i runs programs as uid/gid run_uid_base + i: an "
-                              "unprivileged id owning no host files, so RLIMIT_NPROC counts per run "
-                              "and a program cannot signal its fork server. Give pools sharing a "
-                              "host disjoint ranges (matters for RLIMIT_NPROC without a pids cgroup).")
+    run_uid_base: int = Field(61000, ge=1000, le=2**31 - (1 << 17),
+                              description="Each worker runs programs as its own unprivileged uid/gid, "
+                              "the lowest free one at or above this (claimed with a lock file, so "
+                              "live pools on one host never share one): it owns no host files, "
+                              "RLIMIT_NPROC counts per run, and a program cannot signal its fork server.")
+    uid_lock_dir: Path = Field(Path("/run/lock/aspo-sandbox"),
+                               description="Where run uids are claimed (flock'd files; host-wide).")
     rlimit_as_with_cgroup: bool = Field(
         False, description="Also cap each process's address space (RLIMIT_AS = memory_mb) when a "
         "memory cgroup is in force. Off: the cgroup limits real memory, while an address-space cap "

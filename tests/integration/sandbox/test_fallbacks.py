@@ -10,14 +10,14 @@ from sandbox.protocol import ProcessStatus
 
 @pytest.fixture(scope="module")
 def no_cgroups():
-    d = PoolDriver(workers=1, cgroup_mode="none", run_uid_base=62000, hang_grace_s=2.0)
+    d = PoolDriver(workers=1, cgroup_mode="none", hang_grace_s=2.0)
     yield d
     d.close()
 
 
 @pytest.fixture(scope="module")
 def insecure():
-    d = PoolDriver(workers=1, insecure_no_sandbox=True, run_uid_base=63000, hang_grace_s=2.0)
+    d = PoolDriver(workers=1, insecure_no_sandbox=True, hang_grace_s=2.0)
     yield d
     d.close()
 
@@ -55,3 +55,9 @@ def test_insecure_mode_still_kills_timeouts_and_orphans(insecure):
             "        os.execvp('sleep', ['sleep', '4343.21'])\n    os._exit(0)\nos.wait()\nprint('ok')")
     r = insecure.run(code=code, wall_timeout_s=10)
     assert r.run.stdout == "ok\n" and find_marker("4343.21") == []
+
+
+def test_pools_on_one_host_get_disjoint_run_uids(driver, no_cgroups, insecure):
+    held = [d.pool._uids.held for d in (driver, no_cgroups, insecure)]
+    flat = [u for uids in held for u in uids]
+    assert len(flat) == len(set(flat)) == 4
