@@ -85,12 +85,13 @@ T = TypeVar("T", bound=msgspec.Struct)
 def connect(url: str) -> aioredis.Redis:
     """An async client as the bus needs it: bytes replies (payloads are binary).
 
-    No client-side read timeout: redis-py 8 defaults to 5 s, which turns every
-    blocking XREAD/XREADGROUP of 5 s or more into a TimeoutError; blocking
-    calls carry their own server-side deadline instead. Connecting still times out.
+    Reads time out after 630 s, above the longest block ``BusSettings`` allows
+    (600 s): redis-py 8's default of 5 s turned every blocking XREAD/XREADGROUP
+    of 5 s or more into a TimeoutError, while no timeout at all would let a
+    hung server hang its clients forever. Connecting times out after 10 s.
     """
     return aioredis.Redis.from_url(
-        url, decode_responses=False, socket_timeout=None, socket_connect_timeout=10
+        url, decode_responses=False, socket_timeout=630.0, socket_connect_timeout=10
     )
 
 
