@@ -47,7 +47,6 @@ from trainer.model import (
     is_lora,
     reference_logprobs,
     resolve_device,
-    resolve_dtype,
 )
 from trainer.settings import OptimizerSettings, TrainerSettings
 
@@ -83,7 +82,7 @@ class PolicyTrainer:
     def __init__(self, settings: TrainerSettings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.model.dtype, self.device)
+        self.autocast = settings.model.autocast
         torch.manual_seed(settings.model.seed)
         self.model = build_model(settings.model, self.device)
         self.model.train()
@@ -231,7 +230,7 @@ class PolicyTrainer:
         from trainer.losses import LossInputs, compute_policy_loss
 
         cfg = self.settings.batching
-        with autocast_for(self.device, self.dtype):
+        with autocast_for(self.device, self.autocast):
             logprobs, entropy = completion_logprobs(self.model, mb, cfg.temperature, cfg.logprob_chunk_size)
             ref = (
                 reference_logprobs(self.model, self.reference, mb, cfg.temperature, cfg.logprob_chunk_size)
@@ -261,7 +260,7 @@ class PolicyTrainer:
         diff_sum, count = 0.0, 0
         for mb in batching.pack(seqs, cfg.micro_batch_tokens):
             mb.to(self.device)
-            with autocast_for(self.device, self.dtype):
+            with autocast_for(self.device, self.autocast):
                 lp, _ = completion_logprobs(self.model, mb, cfg.temperature, cfg.logprob_chunk_size)
             lp = lp.float().cpu().numpy()
             for r, i in enumerate(mb.rows):

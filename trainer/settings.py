@@ -47,8 +47,13 @@ class ModelSettings(_Section):
         description="Random-init instead of loading: LlamaConfig-style kwargs "
         "(tests, benchmarks). Exactly one of path/config.",
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Weights dtype: auto = fp32 on CPU, bf16 on GPU (with bf16 autocast)."
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="Weights (and AdamW state) dtype. float32 keeps updates of lr ~1e-6 (bf16 weights "
+        "round most of them away); bfloat16 halves memory at that cost.",
+    )
+    autocast: Literal["auto", "bfloat16", "none"] = Field(
+        "auto", description="Compute dtype: auto = bf16 autocast on GPU, none (fp32) on CPU (bf16 is slower there)."
     )
     attn_implementation: str = Field("sdpa", description="transformers attention backend.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")

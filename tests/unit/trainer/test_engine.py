@@ -132,3 +132,37 @@ def test_unknown_loss_name_is_refused_naming_the_field(tmp_path, bad):
 
     with pytest.raises(ValidationError, match="loss.name"):
         tiny_settings(tmp_path, loss={"name": bad, "hparams": {}})
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_completion_logprobs_match_the_models_own_logits(tmp_path, tied):
+    """Hidden states + LM-head weight (tied or not) + temperature give what
+    log_softmax(model(...).logits / T) gives, at completion positions only."""
+    from trainer import batching
+    from trainer.model import completion_logprobs
+    from trainer_helpers import TINY_MODEL
+
+    settings = tiny_settings(tmp_path, model={"config": {**TINY_MODEL, "tie_word_embeddings": tied}})
+    trainer = PolicyTrainer(settings)
+    seqs = [batching.to_sequence(s) for s in random_samples(5, seed=11)]
+    mb = batching.collate(seqs, list(range(5)))
+    with torch.no_grad():
+        lp, ent = completion_logprobs(trainer.model, mb, temperature=0.7, chunk_size=7)
+        logits = trainer.model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits / 0.7
+        full = torch.log_softmax(logits.float(), -1)
+    for r, s in enumerate(seqs):
+        p, t = s.prompt_len, s.completion_len
+        expected = full[r, p - 1 : p - 1 + t].gather(1, torch.from_numpy(s.input_ids[p:]).unsqueeze(1)).squeeze(1)
+        assert torch.allclose(lp[r, :t], expected, atol=1e-5)
+        expected_ent = -(full[r, p - 1 : p - 1 + t].exp() * full[r, p - 1 : p - 1 + t]).sum(-1)
+        assert torch.allclose(ent[r, :t], expected_ent, atol=1e-5)
+        assert torch.all(lp[r, t:] == 0)
+
+
+def test_bf16_autocast_step_runs_with_fp32_master_weights(tmp_path):
+    trainer = PolicyTrainer(tiny_settings(tmp_path, model={"autocast": "bfloat16"}))
+    before = weights_snapshot(trainer.model)
+    m = trainer.train_step(random_samples(4, seed=12))
+    assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert not same_weights(before, weights_snapshot(trainer.model))
