@@ -20,8 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.bus.channels import (
     metrics_broadcaster,
@@ -87,7 +91,14 @@ class RedisRolloutSource:
                 log.warning("heartbeat on pending rollouts failed: %s", err)
 
     def fetch(self, max_groups: int, timeout_s: float) -> list[RolloutGroup]:
-        deliveries = self.bridge.call(self.consumer.fetch(count=max_groups, block_ms=int(timeout_s * 1000)))
+        try:
+            deliveries = self.bridge.call(self.consumer.fetch(count=max_groups, block_ms=int(timeout_s * 1000)))
+        except (RedisConnectionError, RedisTimeoutError) as err:
+            # deliberately tolerated: Redis restarting or briefly unreachable; nothing
+            # was delivered, so nothing is lost: the trainer simply asks again
+            log.warning("fetching rollouts failed (%s); retrying", err)
+            time.sleep(min(timeout_s, 1.0))
+            return []
         groups, duplicates = [], []
         with self._lock:
             for d in deliveries:
