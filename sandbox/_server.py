@@ -276,10 +276,18 @@ class Server:
         return report, fetched
 
     def _wait(self, pid, deadline):
-        """Wait for the child, a host 'kill' frame, or the deadline, whichever comes first."""
-        pidfd = os.pidfd_open(pid)
+        """Wait for the child, a host 'kill' frame, or the deadline, whichever comes first.
+
+        A pidfd (Linux >= 5.3) wakes us the moment the child exits; without one we
+        poll waitpid every 5 ms.
+        """
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = None
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
         poller.register(self.sock.fileno(), select.POLLIN)
         timed_out = killed = False
         try:
@@ -288,8 +296,13 @@ class Server:
                 if left <= 0:
                     timed_out = True
                     break
-                events = dict(poller.poll(max(1, int(left * 1000))))
-                if pidfd in events:
+                step = left if pidfd is not None else min(left, 0.005)
+                events = dict(poller.poll(max(1, int(step * 1000))))
+                if pidfd is None:
+                    exited, status, rusage = os.wait4(pid, os.WNOHANG)
+                    if exited:
+                        return status, rusage, False, False
+                elif pidfd in events:
                     break
                 if self.sock.fileno() in events:
                     msg, _blob, extra = recv_frame(self.sock)   # EOFError: host gone -> exit
@@ -299,7 +312,8 @@ class Server:
                         killed = True
                         break
         finally:
-            os.close(pidfd)
+            if pidfd is not None:
+                os.close(pidfd)
         if timed_out or killed:
             self._kill_tree(pid)
         _, status, rusage = os.wait4(pid, 0)
