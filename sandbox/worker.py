@@ -108,6 +108,9 @@ class Worker:
             log = self.server_log()
             await self.kill()
             raise WorkerDead(f"fork server {self.name} did not start ({exc!r}): {log}") from None
+        except BaseException:   # cancelled while starting: leave no process behind
+            await asyncio.shield(self.kill())
+            raise
         if msg.get("op") != "ready":
             await self.kill()
             raise WorkerDead(f"fork server {self.name} sent {msg!r} instead of ready")
