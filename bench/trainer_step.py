@@ -46,7 +46,7 @@ SMOLLM2_135M = {
 }
 
 
-def _naive_completion_logprobs(model, mb, temperature, chunk_size):  # noqa: ARG001 (same signature)
+def _naive_completion_logprobs(model, mb, temperature, chunk_size):
     import torch
 
     logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits.float() / temperature
@@ -65,8 +65,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    import trainer.engine as engine
     from services.bus.messages import RolloutSample
+    from trainer import engine
     from trainer.settings import TrainerSettings
 
     torch.set_num_threads(args.threads)

@@ -92,7 +92,7 @@ def split_mini_batches(
     order = np.arange(len(seqs))
     if rng is not None:
         rng.shuffle(order)
-    return [list(seqs[i] for i in part) for part in np.array_split(order, n) if len(part)]
+    return [[seqs[i] for i in part] for part in np.array_split(order, n) if len(part)]
 
 
 @dataclass
@@ -119,7 +119,7 @@ class MicroBatch:
     def num_sequences(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def to(self, device: torch.device) -> "MicroBatch":
+    def to(self, device: torch.device) -> MicroBatch:
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(device, non_blocking=True))

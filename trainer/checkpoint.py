@@ -90,7 +90,7 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(trainer: "PolicyTrainer", root: Path, keep_last: int) -> Path:
+def save_checkpoint(trainer: PolicyTrainer, root: Path, keep_last: int) -> Path:
     """Write ``root/step-<trainer.step>`` atomically; prune to the last ``keep_last``."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{trainer.step}"
@@ -118,7 +118,7 @@ def save_checkpoint(trainer: "PolicyTrainer", root: Path, keep_last: int) -> Pat
     return final
 
 
-def load_checkpoint(trainer: "PolicyTrainer", path: Path) -> None:
+def load_checkpoint(trainer: PolicyTrainer, path: Path) -> None:
     """Restore everything ``save_checkpoint`` wrote into an already-built trainer."""
     state = json.loads((path / "trainer_state.json").read_text())
     trainer.load_trainable_state(torch.load(path / "model.pt", map_location=trainer.device, weights_only=True))
@@ -133,7 +133,7 @@ def load_checkpoint(trainer: "PolicyTrainer", path: Path) -> None:
     log.info("resumed from %s (step %d, %d consumed rollouts)", path, trainer.step, len(trainer.consumed_ids))
 
 
-def resume_latest(trainer: "PolicyTrainer", root: Path) -> Path | None:
+def resume_latest(trainer: PolicyTrainer, root: Path) -> Path | None:
     """Load the newest checkpoint under ``root`` if any; return its path."""
     found = list_checkpoints(root)
     if not found:

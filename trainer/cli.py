@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -17,9 +17,9 @@ app = typer.Typer(no_args_is_help=True, help="The trainer: ASPO and baseline los
 
 @app.command()
 def serve(
-    config: Path = typer.Option(..., "--config", "-c", help="TrainerSettings YAML file."),
-    port: Optional[int] = typer.Option(None, help="Override server.port (0 = no HTTP server)."),
-    max_steps: Optional[int] = typer.Option(None, help="Override max_steps."),
+    config: Annotated[Path, typer.Option("--config", "-c", help="TrainerSettings YAML file.")],
+    port: Annotated[int | None, typer.Option(help="Override server.port (0 = no HTTP server).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override max_steps.")] = None,
 ) -> None:
     """Train from a rollout source, publish <run>/policy/v<N>, serve /health and /metrics."""
     import signal
@@ -87,7 +87,7 @@ def serve(
 
 
 @app.command("check-config")
-def check_config(config: Path = typer.Option(..., "--config", "-c", help="TrainerSettings YAML file.")) -> None:
+def check_config(config: Annotated[Path, typer.Option("--config", "-c", help="TrainerSettings YAML file.")]) -> None:
     """Parse and validate a config file; print the resolved settings."""
     from aspo.settings import SettingsError, load_settings
     from trainer.settings import TrainerSettings

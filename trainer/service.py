@@ -82,6 +82,7 @@ class TrainerService:
         self.last_metrics: dict[str, float] = {}
         self.trainer: Any = None  # PolicyTrainer once start() ran (torch imported lazily)
         self._unacked: list[str] = []
+        self._carried_drops: dict[str, float] = {}
         self._last_checkpoint_step = -1
         self._stop = threading.Event()
 
@@ -155,6 +156,13 @@ class TrainerService:
             self.state = "checkpointing"
             self.checkpoint()
         self.last_metrics = m
+        if m["num_samples"] == 0:  # nothing trained, no new step: report the drops with the next one
+            for key in ("dropped_stale", "dropped_duplicate"):
+                self._carried_drops[key] = self._carried_drops.get(key, 0.0) + m[key]
+            return m
+        for key, value in self._carried_drops.items():
+            m[key] += value
+        self._carried_drops = {}
         self._log_step(step, m, lag_hist, trained_ids)
         publish_metrics = getattr(self.announcer, "publish_metrics", None)
         if publish_metrics is not None:  # the bus announcer also feeds the dashboard

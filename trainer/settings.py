@@ -61,7 +61,7 @@ class ModelSettings(_Section):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSettings":
+    def _one_source(self) -> ModelSettings:
         if (self.path is None) == (self.config is None):
             raise ValueError("set exactly one of model.path (a local HF dir) or model.config (random init)")
         return self
@@ -108,7 +108,7 @@ class LossSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _known_hparams(self) -> "LossSettings":
+    def _known_hparams(self) -> LossSettings:
         from trainer.losses import policy_loss_hparams
 
         accepted = policy_loss_hparams(self.name)
@@ -147,7 +147,7 @@ class BatchingSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "BatchingSettings":
+    def _consistent(self) -> BatchingSettings:
         if self.min_groups_per_step > self.groups_per_step:
             raise ValueError("min_groups_per_step must be <= groups_per_step")
         return self
@@ -204,7 +204,7 @@ class TrainerSettings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     @model_validator(mode="after")
-    def _tis_needs_token_level_loss(self) -> "TrainerSettings":
+    def _tis_needs_token_level_loss(self) -> TrainerSettings:
         from trainer.losses import get_policy_loss
 
         if self.batching.tis_cap is not None and get_policy_loss(self.loss.name).sequence_level:

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from trainer_helpers import random_samples, tiny_settings
 
 from services.bus.messages import RolloutSample
 from trainer import batching
-from trainer_helpers import random_samples, tiny_settings
 
 
 def test_plan_respects_padded_budget_and_keeps_every_sequence():
@@ -38,7 +38,7 @@ def test_collate_places_completion_tokens_and_their_predicting_positions():
 
 
 def test_bad_samples_are_refused_with_the_rollout_id():
-    good = dict(prompt_ids=[1, 2], completion_ids=[3], behaviour_logprobs=[-0.5], token_versions=[0], reward=1.0)
+    good = {"prompt_ids": [1, 2], "completion_ids": [3], "behaviour_logprobs": [-0.5], "token_versions": [0], "reward": 1.0}
     with pytest.raises(ValueError, match="r-empty.*empty prompt"):
         batching.to_sequence(RolloutSample.build(rollout_id="r-empty", **{**good, "prompt_ids": []}, advantage=1.0))
     with pytest.raises(ValueError, match="r-nan.*advantage"):
@@ -52,9 +52,9 @@ def test_bad_samples_are_refused_with_the_rollout_id():
 def test_split_stale_drops_only_samples_beyond_the_bound():
     fresh = random_samples(3, seed=1, version=5, prefix="fresh")
     old = random_samples(2, seed=2, version=1, prefix="old")
-    kept, dropped = batching.split_stale(fresh + old, current_version=6, max_off_policy_steps=4)
+    _, dropped = batching.split_stale(fresh + old, current_version=6, max_off_policy_steps=4)
     assert {s.rollout_id for s in dropped} == {s.rollout_id for s in old}  # lag 5 > 4
-    kept, dropped = batching.split_stale(fresh + old, current_version=5, max_off_policy_steps=4)
+    _, dropped = batching.split_stale(fresh + old, current_version=5, max_off_policy_steps=4)
     assert not dropped  # lag 4 is allowed
 
 

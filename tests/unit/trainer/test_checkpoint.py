@@ -2,9 +2,10 @@
 
 import json
 
+from trainer_helpers import random_samples, tiny_settings
+
 from trainer.checkpoint import list_checkpoints, resume_latest, save_checkpoint
 from trainer.engine import PolicyTrainer
-from trainer_helpers import random_samples, tiny_settings
 
 
 def _settings(run_dir):

@@ -1,15 +1,16 @@
 """The training step: staleness guard, consumed ids, schedule, old log-probs."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from trainer_helpers import random_samples, same_weights, tiny_settings, weights_snapshot
 
 from services.bus.messages import RolloutSample
 from trainer.engine import PolicyTrainer, lr_lambda
 from trainer.settings import OptimizerSettings
-from trainer_helpers import random_samples, same_weights, tiny_settings, weights_snapshot
 
 
 def test_stale_samples_are_dropped_counted_and_never_trained(tmp_path):
@@ -48,7 +49,7 @@ def test_warmup_then_constant_or_cosine():
     assert math.isclose(cos(7), 0.1 + 0.9 * 0.5)  # half-way through the decay
     assert math.isclose(cos(12), 0.1) and math.isclose(cos(50), 0.1)
     values = [cos(s) for s in range(2, 13)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_reported_lr_and_step_counts_follow_epochs_and_mini_batches(tmp_path):
@@ -138,9 +139,10 @@ def test_unknown_loss_name_is_refused_naming_the_field(tmp_path, bad):
 def test_completion_logprobs_match_the_models_own_logits(tmp_path, tied):
     """Hidden states + LM-head weight (tied or not) + temperature give what
     log_softmax(model(...).logits / T) gives, at completion positions only."""
+    from trainer_helpers import TINY_MODEL
+
     from trainer import batching
     from trainer.model import completion_logprobs
-    from trainer_helpers import TINY_MODEL
 
     settings = tiny_settings(tmp_path, model={"config": {**TINY_MODEL, "tie_word_embeddings": tied}})
     trainer = PolicyTrainer(settings)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trainer_helpers import next_token_probs, sample_groups, tiny_settings
 
 from trainer.engine import PolicyTrainer
-from trainer_helpers import next_token_probs, sample_groups, tiny_settings
 
 REWARDED = (0, 3)  # the dominant token and a rare one
 SHAPE = {0: 0.7, 1: 0.15, 2: 0.1, 3: 0.03}

@@ -1,12 +1,12 @@
 """Publishing: atomic v<N> directories that transformers loads, keep-last-K, LoRA merged."""
 
 import torch
+from trainer_helpers import random_samples, tiny_settings
 from transformers import AutoModelForCausalLM
 
 from trainer.engine import PolicyTrainer
 from trainer.model import causal_lm
 from trainer.publish import list_versions, publish_policy
-from trainer_helpers import random_samples, tiny_settings
 
 
 def _logits(model, ids):

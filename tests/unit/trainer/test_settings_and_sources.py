@@ -4,12 +4,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from trainer_helpers import random_samples
 
 from aspo.settings import SettingsError, load_settings
 from services.bus.messages import PolicyVersion, RolloutGroup
 from trainer.settings import TrainerSettings
 from trainer.sources import DirectorySource, FileAnnouncer, InMemorySource, write_group
-from trainer_helpers import random_samples
 
 CONFIGS = sorted((Path(__file__).parents[3] / "configs" / "trainer").glob("*.yaml"))
 

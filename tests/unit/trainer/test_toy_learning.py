@@ -13,9 +13,9 @@ import sys
 
 import pytest
 import torch
+from trainer_helpers import next_token_probs, sample_groups, tiny_settings
 
 from trainer.engine import PolicyTrainer
-from trainer_helpers import next_token_probs, sample_groups, tiny_settings
 
 TARGETS = [5, 17, 42, 60]
 
