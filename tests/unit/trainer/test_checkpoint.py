@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from trainer_helpers import random_samples, tiny_settings
 
 from trainer.checkpoint import list_checkpoints, resume_latest, save_checkpoint
@@ -68,3 +69,27 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert resume_latest(fresh, root).name == "step-4" and fresh.step == 4
     saved = json.loads((root / "step-4" / "settings.json").read_text())
     assert saved["loss"]["name"] == "aspo"
+
+
+def test_lora_checkpoint_holds_only_adapters_and_resumes_exactly(tmp_path):
+    def settings(run):
+        return tiny_settings(
+            run,
+            optimizer={"lr": 1e-2, "warmup_steps": 0},
+            model={"lora": {"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        )
+
+    straight = PolicyTrainer(settings(tmp_path / "a"))
+    expected = [straight.train_step(b)["loss"] for b in BATCHES[:3]]
+    first = PolicyTrainer(settings(tmp_path / "b"))
+    first.train_step(BATCHES[0])
+    path = save_checkpoint(first, tmp_path / "b" / "ckpt", keep_last=1)
+    import torch
+
+    saved = torch.load(path / "model.pt", weights_only=True)
+    assert saved and all("lora_" in k for k in saved)
+    resumed = PolicyTrainer(settings(tmp_path / "b"))
+    resume_latest(resumed, tmp_path / "b" / "ckpt")
+    got = [resumed.train_step(b)["loss"] for b in BATCHES[1:3]]
+    assert got == pytest.approx(expected[1:], abs=1e-6)
+    assert expected[1] != expected[2]
