@@ -209,7 +209,7 @@ class PolicyTrainer:
         metric_sums, entropy_sum = self.accumulate_gradients(mini)
         t1 = time.perf_counter()
         metric_sums["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the lr this step used
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.settings.optimizer.max_grad_norm))
+        grad_norm = self.clip_gradients()
         if math.isfinite(grad_norm):
             self.optimizer.step()
         else:
@@ -231,12 +231,8 @@ class PolicyTrainer:
 
         cfg = self.settings.batching
         with autocast_for(self.device, self.autocast):
-            logprobs, entropy = completion_logprobs(self.model, mb, cfg.temperature, cfg.logprob_chunk_size)
-            ref = (
-                reference_logprobs(self.model, self.reference, mb, cfg.temperature, cfg.logprob_chunk_size)
-                if self.uses_reference
-                else None
-            )
+            logprobs, entropy = self.policy_logprobs(mb)
+            ref = self.reference_logprobs(mb) if self.uses_reference else None
         tis = None
         if cfg.tis_cap is not None:  # truncated IS: min(pi_old / pi_behaviour, cap) per token
             tis = torch.exp(mb.old_logprobs - mb.behaviour_logprobs).clamp(max=cfg.tis_cap)
@@ -252,6 +248,22 @@ class PolicyTrainer:
         )
         return compute_policy_loss(self.settings.loss.name, inputs, **self.hparams), entropy
 
+    # Hooks that trainer.distributed (FSDP2) overrides: sharded modules must be
+    # called through their FSDP root, and their grad norm is a DTensor.
+    def policy_logprobs(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, entropies) of the completion tokens under the trained policy, (B, T)."""
+        cfg = self.settings.batching
+        return completion_logprobs(self.model, mb, cfg.temperature, cfg.logprob_chunk_size)
+
+    def reference_logprobs(self, mb: MicroBatch) -> torch.Tensor:
+        """Log-probs under the frozen reference policy (for the KL term), (B, T)."""
+        cfg = self.settings.batching
+        return reference_logprobs(self.model, self.reference, mb, cfg.temperature, cfg.logprob_chunk_size)
+
+    def clip_gradients(self) -> float:
+        """Clip the global grad norm to ``max_grad_norm``; return the pre-clip norm."""
+        return float(torch.nn.utils.clip_grad_norm_(self.params, self.settings.optimizer.max_grad_norm))
+
     @torch.no_grad()
     def _recompute_old_logprobs(self, seqs: list[TrainSequence]) -> tuple[list[TrainSequence], float]:
         """pi_old with the current weights, before any update on this batch."""
@@ -261,7 +273,7 @@ class PolicyTrainer:
         for mb in batching.pack(seqs, cfg.micro_batch_tokens):
             mb.to(self.device)
             with autocast_for(self.device, self.autocast):
-                lp, _ = completion_logprobs(self.model, mb, cfg.temperature, cfg.logprob_chunk_size)
+                lp, _ = self.policy_logprobs(mb)
             lp = lp.float().cpu().numpy()
             for r, i in enumerate(mb.rows):
                 t = seqs[i].completion_len
