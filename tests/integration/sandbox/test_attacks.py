@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import SECRET, find_marker, proc_state
+from sandbox_helpers import SECRET, find_marker, proc_state
 
 from sandbox.protocol import ExecutionLimits, ProcessStatus, RunRequest
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
-from conftest import PoolDriver, assert_clean, find_marker
+from sandbox_helpers import PoolDriver, assert_clean, find_marker
 
 from sandbox.protocol import ProcessStatus
 
 
 @pytest.fixture(scope="module")
 def no_cgroups():
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed")
     d = PoolDriver(workers=1, cgroup_mode="none", hang_grace_s=2.0)
     yield d
     d.close()
