@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from orchestrator.cli import app as orchestrator_app
+from services.bus.cli import app as bus_app
 from orchestrator.cli import run_command
 from services.inference.cli import app as inference_app
 from services.inference.cli import model_app
@@ -21,6 +22,7 @@ app.add_typer(trainer_app, name="trainer", help="The trainer: ASPO and baseline 
 app.add_typer(inference_app, name="inference", help="vLLM inference server with RL flags and live weight updates.")
 app.add_typer(model_app, name="model", help="The default model (SmolLM2-135M-Instruct from a PyPI wheel).")
 app.add_typer(orchestrator_app, name="orchestrator", help="The asynchronous loop and its dashboard.")
+app.add_typer(bus_app, name="bus", help="The Redis bus: a private server, stream status, dead letters.")
 app.command("run", help="Everything on one machine: Redis, reward, vLLM, trainer, orchestrator + dashboard.")(run_command)
 
 

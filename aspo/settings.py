@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings
 
 S = TypeVar("S", bound=BaseSettings)
@@ -44,6 +44,18 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def env_names(cls: type[BaseSettings], field: str) -> set[str]:
+    """Environment variable names (lower case) that set ``field``: the prefixed
+    name, or the field's validation aliases when it has them (e.g. REDIS_URL)."""
+    info = cls.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return {str(c).lower() for c in alias.choices if isinstance(c, str)}
+    if isinstance(alias, str):
+        return {alias.lower()}
+    return {f"{cls.model_config.get('env_prefix') or ''}{field}".lower()}
+
+
 def load_settings(
     cls: type[S],
     yaml_path: str | Path | None = None,
@@ -62,9 +74,8 @@ def load_settings(
             data = data.get(section) or {}
             if not isinstance(data, dict):
                 raise SettingsError(f"{yaml_path}: section {section!r} must be a mapping")
-    prefix = (cls.model_config.get("env_prefix") or "").lower()
     env_keys = {k.lower() for k in os.environ}
-    data = {k: v for k, v in data.items() if f"{prefix}{k}".lower() not in env_keys}
+    data = {k: v for k, v in data.items() if not (env_names(cls, k) & env_keys)}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return cls(**data)

@@ -34,3 +34,13 @@ def test_section_and_errors_name_the_field(tmp_path):
     cfg.write_text("- a list\n")
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(DemoSettings, cfg)
+
+
+def test_env_alias_beats_yaml(tmp_path, monkeypatch):
+    from services.bus.settings import BusSettings
+
+    cfg = tmp_path / "bus.yaml"
+    cfg.write_text("url: redis://127.0.0.1:1111\n")
+    assert load_settings(BusSettings, cfg).url == "redis://127.0.0.1:1111"
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:2222")
+    assert load_settings(BusSettings, cfg).url == "redis://127.0.0.1:2222"
