@@ -61,9 +61,10 @@ def test_split_stale_drops_only_samples_beyond_the_bound():
 def _mini_batch_grads(tmp_path, agg_mode, budget, name):
     from trainer.engine import PolicyTrainer
 
+    hparams = {} if agg_mode is None else {"loss_agg_mode": agg_mode}
     settings = tiny_settings(
         tmp_path,
-        loss={"name": name, "hparams": {"loss_agg_mode": agg_mode}},
+        loss={"name": name, "hparams": hparams},
         batching={"micro_batch_tokens": budget},
     )
     trainer = PolicyTrainer(settings)
@@ -78,6 +79,16 @@ def test_micro_batch_accumulation_equals_one_big_batch(tmp_path, agg_mode):
     n_big, big = _mini_batch_grads(tmp_path, agg_mode, budget=100_000, name="aspo")
     n_small, small = _mini_batch_grads(tmp_path, agg_mode, budget=24, name="aspo")
     assert n_big == 1 and n_small >= 4
+    for k in big:
+        assert torch.allclose(big[k], small[k], atol=1e-5, rtol=1e-4), k
+    assert any(g.abs().sum() > 0 for g in big.values())
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dapo", "cispo", "gspo", "no_is"])
+def test_accumulation_is_exact_for_every_loss_with_its_default_aggregation(tmp_path, loss):
+    _, big = _mini_batch_grads(tmp_path, None, budget=100_000, name=loss)
+    n_small, small = _mini_batch_grads(tmp_path, None, budget=24, name=loss)
+    assert n_small >= 4
     for k in big:
         assert torch.allclose(big[k], small[k], atol=1e-5, rtol=1e-4), k
     assert any(g.abs().sum() > 0 for g in big.values())
