@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from orchestrator.runconfig import RunConfig
+from orchestrator.runconfig import RunConfig, check_stream_capacity
 from orchestrator.server import dashboard_file
 
 
@@ -125,6 +125,8 @@ class Launcher:
         reward = cfg.reward_settings(reward_port)
         trainer = cfg.trainer_settings(model_dir, device, trainer_port)
         inference = cfg.inference_settings(model_dir, device, infer_port)
+        orch_check = cfg.orchestrator_settings(model_dir, ["http://127.0.0.1:1"], "http://127.0.0.1:1")
+        check_stream_capacity(trainer, orch_check, bus)
         self.spawn("reward", ["reward", "serve", "--config", str(self.write_config("reward", reward))], env)
         self.spawn("trainer", ["trainer", "serve", "--config", str(self.write_config("trainer", trainer))], env)
         say(f"[run] starting vLLM ({inference.device}) on port {infer_port}; first start can take minutes")

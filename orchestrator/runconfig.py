@@ -103,6 +103,20 @@ class RunConfig(BaseModel):
         return _build(BusSettings, _merge_checked(self.bus, {"url": url}, "bus"), "bus")
 
 
+def check_stream_capacity(trainer, orchestrator, bus) -> None:  # noqa: ANN001
+    """The rollout stream must hold what the trainer keeps un-acked between
+    checkpoints plus what the orchestrator may run ahead, or producer and trainer
+    wait on each other forever (acks happen only after a checkpoint)."""
+    g = orchestrator.groups_per_step
+    need = g * (trainer.checkpointing.every_steps + orchestrator.max_off_policy_steps + 1) + orchestrator.max_concurrent_groups
+    if bus.max_len < need:
+        raise SettingsError(
+            f"bus.max_len={bus.max_len} is too small: the trainer acks only after a checkpoint, so the "
+            f"rollout stream must hold groups_per_step x (trainer.checkpointing.every_steps + k + 1) + "
+            f"orchestrator.max_concurrent_groups = {need} groups; raise bus.max_len or checkpoint more often"
+        )
+
+
 def _merge_checked(user: dict[str, Any], shared: dict[str, Any], section: str, path: str = "") -> dict[str, Any]:
     """``user`` plus ``shared``; a key set in both is an error (it belongs under `run:`
     or is chosen by the launcher), so no value is silently replaced."""

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from aspo.settings import SettingsError
-from orchestrator.runconfig import RunConfig
+from orchestrator.runconfig import RunConfig, check_stream_capacity
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "trainer" not in p.parts)
@@ -31,6 +31,15 @@ def test_committed_run_config_builds(path):
     assert trainer.batching.max_off_policy_steps == orch.max_off_policy_steps
     assert trainer.batching.temperature == orch.sampling.temperature
     assert trainer.loss.name == cfg.run.loss and trainer.max_steps == orch.total_steps
+    check_stream_capacity(trainer, orch, built["bus"])
+
+
+def test_stream_too_small_for_the_checkpoint_interval_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run: {groups_per_step: 64}\ntrainer: {checkpointing: {every_steps: 20}}\n")
+    built = build_all(RunConfig.load(path))
+    with pytest.raises(SettingsError, match="bus.max_len"):
+        check_stream_capacity(built["trainer"], built["orchestrator"], built["bus"])
 
 
 def test_expected_configs_exist():
