@@ -20,16 +20,9 @@ from orchestrator.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # statuses meaning "the answer was judged" (a wrong or missing answer is reward 0, not a failure)
 _JUDGED = {"ok", "no_answer", "timeout", "compile_error", "no_code"}
-
-
-def last_code_block(text: str) -> str:
-    """The last fenced code block of a completion, or the whole text when there is none."""
-    blocks = _FENCE.findall(text)
-    return blocks[-1] if blocks else text
 
 
 def final_number_answer(completion: str) -> str:
@@ -47,14 +40,10 @@ def score_item(task: Task, completion: str, item_id: str, timeout_per_test_s: fl
     if task.kind == "math":
         text = final_number_answer(completion) if task.answer == "final_number" else completion
         return {"id": item_id, "kind": "math", "completion": text, "ground_truth": task.ground_truth}
-    tests = dict(task.tests or {})
-    suffix = tests.pop("append_code", None)
-    item: dict[str, Any] = {"id": item_id, "kind": "code", "tests": tests, "timeout_per_test": timeout_per_test_s}
-    if suffix:  # HumanEval-style: the model's code, then the problem's own check()
-        item.update(code=last_code_block(completion) + suffix, language="python")
-    else:
-        item["completion"] = completion
-    return item
+    # HumanEval-style tasks carry `append_code` (the problem's own check()); the
+    # service runs it after the program under its nonce guard, so an early exit fails
+    return {"id": item_id, "kind": "code", "completion": completion, "tests": dict(task.tests or {}),
+            "timeout_per_test": timeout_per_test_s}
 
 
 class RewardClient:

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.rewards import final_number_answer, last_code_block, score_item
+from orchestrator.rewards import final_number_answer, score_item
 from orchestrator.tasks.arithmetic import arithmetic_task
 from orchestrator.tasks.base import Task
 
@@ -27,13 +27,9 @@ def test_arithmetic_items_use_the_final_number():
     assert item == {"id": "x#0", "kind": "math", "completion": "\\boxed{4}", "ground_truth": task.ground_truth}
 
 
-def test_code_items_append_the_problem_harness():
+def test_code_items_pass_tests_through():
     task = Task(task_id="t", kind="code", messages=[{"role": "user", "content": "f"}],
-                tests={"inputs": [""], "outputs": ["OK"], "append_code": "\ncheck(f)\nprint('OK')\n"})
-    item = score_item(task, "text\n```python\ndef f():\n    return 1\n```\nbye", "t#1", 3.0)
-    assert item["code"] == "def f():\n    return 1\n\ncheck(f)\nprint('OK')\n"
-    assert item["tests"] == {"inputs": [""], "outputs": ["OK"]} and item["language"] == "python"
-    plain = Task(task_id="u", kind="code", messages=[{"role": "user", "content": "f"}],
-                 tests={"inputs": ["1"], "outputs": ["1"]})
-    assert score_item(plain, "c", "u#0", 3.0)["completion"] == "c"
-    assert last_code_block("no fences") == "no fences"
+                tests={"inputs": [""], "outputs": [""], "append_code": "\ncheck(f)\n"})
+    item = score_item(task, "```python\ndef f():\n    return 1\n```", "t#1", 3.0)
+    assert item == {"id": "t#1", "kind": "code", "completion": "```python\ndef f():\n    return 1\n```",
+                    "tests": {"inputs": [""], "outputs": [""], "append_code": "\ncheck(f)\n"}, "timeout_per_test": 3.0}
