@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 import traceback
-
 from pathlib import Path
 
 import torch
@@ -39,7 +38,7 @@ import torch
 if __package__ in (None, ""):  # run as a script from a checkout that is not pip-installed (the GPU box)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.logprobs import auto_chunk_size, naive_token_logprobs, token_logprobs
+from trainer.logprobs import auto_chunk_size, token_logprobs
 from trainer.losses import LossInputs, compute_policy_loss
 
 TOKENS_PER_RESPONSE = 1024
@@ -56,8 +55,8 @@ def build_inputs(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: 
     old_shift = (torch.randn(b, t, generator=g) * 0.1).to(device)
     advantages = torch.randn(b, generator=g).to(device)
     mask = torch.ones(b, t, dtype=torch.bool, device=device)
-    return dict(hidden=hidden, weight=weight, targets=targets, old_shift=old_shift, advantages=advantages,
-                mask=mask, b=b, t=t)
+    return {"hidden": hidden, "weight": weight, "targets": targets, "old_shift": old_shift, "advantages": advantages,
+                "mask": mask, "b": b, "t": t}
 
 
 def head_and_loss(x: dict, variant: str, chunk_size: int | None, use_compile: bool) -> torch.Tensor:
@@ -88,7 +87,7 @@ def run_variant(spec: dict) -> dict:
     chunk = spec.get("chunk_size")
     if spec["variant"] != "naive" and chunk is None:
         chunk = auto_chunk_size(v, x["weight"].element_size())
-    row["chunk_rows"] = chunk if spec["variant"] != "naive" else None
+    row["chunk_rows"] = min(chunk, n) if spec["variant"] != "naive" else None
     cuda = device == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -136,7 +135,7 @@ def safe_run(spec: dict) -> dict:
     """run_variant, with every failure (OOM included) reported as a row."""
     try:
         return run_variant(spec)
-    except Exception as exc:  # deliberate: a failing variant must not stop the benchmark
+    except Exception as exc:  # noqa: BLE001  deliberate: a failing variant must not stop the benchmark
         row = dict(spec, ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         row["traceback"] = traceback.format_exc(limit=4)
         if spec["device"] == "cuda":
@@ -148,7 +147,7 @@ def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
     """Fresh process per CPU variant, so ru_maxrss measures only that variant."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return dict(spec, ok=False, error=f"timed out after {timeout_s:.0f}s")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -159,17 +158,21 @@ def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 def plan(args: argparse.Namespace) -> list[dict]:
     reps, warmup = (3, 1) if args.quick else (args.reps, args.warmup)
-    common = dict(device=args.device, dtype=args.dtype, reps=reps, warmup=warmup)
+    common = {"device": args.device, "dtype": args.dtype, "reps": reps, "warmup": warmup}
     if args.device == "cuda":
         n, h, v = args.n or 16384, args.h or 1536, args.v or 151936
         specs = [dict(common, variant="naive", n=n, h=h, v=v),
                  dict(common, variant="chunked", n=n, h=h, v=v, compile=True, chunk_size=args.chunk_size)]
         if not args.quick:
-            specs.append(dict(common, variant="chunked-eager", n=n, h=h, v=v, compile=False,
-                              chunk_size=args.chunk_size))
+            specs += [dict(common, variant="chunked", n=n, h=h, v=v, compile=True, chunk_size=1024),
+                      dict(common, variant="chunked-eager", n=n, h=h, v=v, compile=False,
+                           chunk_size=args.chunk_size)]
         big = args.big_n
-        specs += [dict(common, variant="chunked", n=big, h=h, v=v, compile=True, chunk_size=args.chunk_size),
-                  dict(common, variant="naive", n=big, h=h, v=v, reps=1, warmup=0)]
+        specs.append(dict(common, variant="chunked", n=big, h=h, v=v, compile=True, chunk_size=args.chunk_size))
+        if not args.quick:
+            specs.append(dict(common, variant="chunked-eager", n=big, h=h, v=v, compile=False,
+                              chunk_size=args.chunk_size))
+        specs.append(dict(common, variant="naive", n=big, h=h, v=v, reps=1, warmup=0))
         return specs
     if args.smoke:
         n, h, v = args.n or 1024, args.h or 128, args.v or 4096
@@ -196,7 +199,7 @@ def matmul_floor_ms(n: int, h: int, v: int, dtype: torch.dtype) -> float | None:
         del a, b
         torch.cuda.empty_cache()
         return start.elapsed_time(end) / 5
-    except Exception:  # deliberate: the floor is context, not a result
+    except Exception:  # noqa: BLE001  deliberate: the floor is context, not a result
         return None
 
 
@@ -215,6 +218,28 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']}{' (compiled)' if r.get('compile') else ''} | {r['n']} | {r['h']} | "
                      f"{r['v']} | {r['dtype']} | {r.get('chunk_rows') or '-'} | {r['median_ms']:.1f} | "
                      f"{r['peak_bytes'] / 2**20:.0f} | {t_ratio} | {m_ratio} |")
+    return "\n".join(lines)
+
+
+def verdict(args: argparse.Namespace, rows: list[dict]) -> str:
+    """The issue's targets, checked on the measured rows."""
+    ok = [r for r in rows if r.get("ok") and r["variant"] == "chunked"]
+    if args.device == "cuda":
+        main_rows = [r for r in ok if r["n"] == 16384 and r.get("compile")]
+        lines = [f"target N=16384 <= 43 ms and <= 2 GiB: chunk {r['chunk_rows']}: {r['median_ms']:.1f} ms, "
+                 f"{r['peak_bytes'] / 2**30:.2f} GiB -> "
+                 f"{'PASS' if r['median_ms'] <= 43 and r['peak_bytes'] <= 2**31 else 'MISS'}" for r in main_rows]
+        big = [r for r in ok if r["n"] == args.big_n]
+        lines.append(f"target N={args.big_n} runs: {'PASS' if big else 'MISS'}")
+        return "\n".join(lines)
+    naive = {r["n"]: r for r in rows if r.get("ok") and r["variant"] == "naive"}
+    lines = []
+    for r in ok:
+        if r["n"] in naive:
+            t = r["median_ms"] / naive[r["n"]]["median_ms"]
+            m = r["peak_bytes"] / naive[r["n"]]["peak_bytes"]
+            lines.append(f"target <= 0.25x memory at <= 1.0x time: {m:.2f}x memory, {t:.2f}x time -> "
+                         f"{'PASS' if m <= 0.25 and t <= 1.0 else 'MISS'}")
     return "\n".join(lines)
 
 
@@ -246,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available", file=sys.stderr)
         return 2
-    env = dict(torch=torch.__version__, python=platform.python_version(), threads=torch.get_num_threads(),
-               device=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu")
+    env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+               "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"}
     rows = []
     for spec in plan(args):
         in_process = args.device == "cuda" or args.smoke
@@ -263,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if env.get("one_matmul_ms"):
         print(f"\nOne (N,H)x(H,V) matmul: {env['one_matmul_ms']:.1f} ms (naive floor x3, chunked floor x4).")
+    print("\n" + verdict(args, rows))
     print(f"\nenv: {json.dumps(env)}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(dict(env=env, rows=rows), f, indent=1)
+            json.dump({"env": env, "rows": rows}, f, indent=1)
     return 0 if all(r.get("ok") or r["variant"] == "naive" for r in rows) else 1
 
 

@@ -31,7 +31,8 @@ so with upstream gradients g_lp, g_H (per row)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -247,9 +248,10 @@ def token_logprobs(
     temperature so that log-probs match the behaviour policy's (vLLM's
     ``processed_logprobs``). ``chunk_size=None`` picks the rows per chunk from
     :data:`DEFAULT_CHUNK_BUDGET_BYTES`. ``use_compile`` (default: on for CUDA)
-    fuses the per-chunk elementwise work with ``torch.compile``; the CPU fp32
-    path is eager and works in place. No ``ignore_index``: select the response
-    positions first.
+    fuses the per-chunk elementwise work with ``torch.compile`` (one chunk
+    buffer: the logits' gradient overwrites them); the CPU fp32/fp64 path is
+    eager, in place and cache-blocked. Outputs are fp32 whatever the input
+    dtype. No ``ignore_index``: select the response positions first.
     """
     if hidden.dim() != 2 or lm_head_weight.dim() != 2:
         raise ValueError(

@@ -13,6 +13,7 @@ Registered: aspo, grpo, dapo, cispo, gspo, no_is (see :mod:`trainer.losses.polic
 New losses register with :func:`register_policy_loss`.
 """
 
+from trainer.losses import policy as _policy  # noqa: F401  (registers the built-in losses)
 from trainer.losses.core import (
     AGG_MODES,
     LossInputs,
@@ -31,14 +32,13 @@ from trainer.losses.registry import (
     policy_loss_hparams,
     register_policy_loss,
 )
-from trainer.losses import policy as _policy  # noqa: F401  (registers the built-in losses)
 
 __all__ = [
     "AGG_MODES",
     "COMMON_HPARAMS",
+    "POLICY_LOSSES",
     "LossInputs",
     "LossOutputs",
-    "POLICY_LOSSES",
     "PolicyLoss",
     "PolicyTerms",
     "aggregate",

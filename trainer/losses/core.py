@@ -245,6 +245,8 @@ def row_nanquantile(values: torch.Tensor, q: float) -> torch.Tensor:
     (which Archer2.0 uses) but without torch.quantile's 16M-element input limit
     (1024 responses x 32k tokens exceed it). All-NaN rows give NaN.
     """
+    if values.shape[-1] == 0:
+        return values.new_full((*values.shape[:-1], 1), torch.nan)
     sorted_vals, _ = torch.sort(values, dim=-1)  # NaN sort last
     n_valid = (~torch.isnan(values)).sum(-1, keepdim=True)
     pos = (q * (n_valid - 1).clamp_min(0)).to(values.dtype)

@@ -10,8 +10,9 @@ aggregates and computes the metrics the same way for every loss (prime-rl
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -13,8 +13,8 @@ from trainer.losses.core import aggregate, row_nanquantile
 
 def tiny_inputs(**overrides):
     lp = torch.zeros(2, 3, requires_grad=True)
-    fields = dict(logprobs=lp, old_logprobs=torch.zeros(2, 3), advantages=torch.tensor([1.0, -1.0]),
-                  mask=torch.ones(2, 3, dtype=torch.bool), entropy=torch.rand(2, 3))
+    fields = {"logprobs": lp, "old_logprobs": torch.zeros(2, 3), "advantages": torch.tensor([1.0, -1.0]),
+                  "mask": torch.ones(2, 3, dtype=torch.bool), "entropy": torch.rand(2, 3)}
     fields.update(overrides)
     return LossInputs(**fields)
 
@@ -93,7 +93,7 @@ def test_metrics_on_a_hand_made_batch():
     assert m["is_weight_pos_mean"] == pytest.approx((0 + 3 + 1 + 1.25) / 4, rel=1e-6)
     assert m["is_weight_neg_mean"] == pytest.approx((0 + 3 + 1) / 3, rel=1e-6)
     assert m["entropy_mean"] == pytest.approx((10 + 1.5) / n, rel=1e-6)
-    k3 = lambda d: math.exp(d) - d - 1  # noqa: E731  d = log pi_other - log pi_theta
+    k3 = lambda d: math.exp(d) - d - 1
     assert m["kl_behaviour"] == pytest.approx(sum(k3(-math.log(r)) for r in [1.5, 0.25, 1, 0.8, 0.5, 4, 1]) / n,
                                               rel=1e-5)
     assert m["kl_ref"] == pytest.approx(k3(math.log(2.0)), rel=1e-5)
@@ -133,6 +133,15 @@ def test_row_nanquantile_matches_torch():
     for q in (0.0, 0.3, 0.8, 1.0):
         torch.testing.assert_close(row_nanquantile(values, q), torch.nanquantile(values, q, dim=-1, keepdim=True),
                                    equal_nan=True)
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES))
+def test_zero_length_batch_is_finite(name):
+    lp = torch.zeros(2, 0, requires_grad=True)
+    out = compute_policy_loss(name, LossInputs(lp, torch.zeros(2, 0), torch.ones(2), torch.zeros(2, 0, dtype=torch.bool),
+                                               entropy=torch.zeros(2, 0)))
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and all(math.isfinite(v) for v in out.metrics.values())
 
 
 def test_aggregation_ignores_empty_responses():

@@ -19,7 +19,6 @@ from trainer.losses import (
     aggregation_count,
     compute_policy_loss,
     policy_loss_hparams,
-    register_policy_loss,
 )
 
 TOKEN_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -183,7 +182,7 @@ def test_kl_and_entropy_terms_gradients():
     lp = logprobs.float().requires_grad_()
     ent = entropy.float().requires_grad_()
     ref = (logprobs + 0.3 * torch.randn_like(logprobs)).float()
-    kw = dict(loss_agg_mode="token-mean", kl_coef=0.05, entropy_coef=0.01)
+    kw = {"loss_agg_mode": "token-mean", "kl_coef": 0.05, "entropy_coef": 0.01}
     with_terms = compute_policy_loss("no_is", LossInputs(lp, old.float(), adv_seq.float(), mask, entropy=ent,
                                                          ref_logprobs=ref), **kw)
     with_terms.loss.backward()
