@@ -65,6 +65,7 @@ class Orchestrator:
         self.redis = None
         self.loss_name = "aspo"           # shown on the dashboard; set by the launcher
         self.trainer_busy_s = 0.0
+        self.trainer_events: dict[int, dict[str, float]] = {}   # step -> the trainer's values
         self.trainer_wait_s = 0.0
         self._background: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -86,7 +86,8 @@ class RunState:
     def __init__(self, run_id: str, max_steps: int = 100_000, max_samples: int = 500) -> None:
         self._lock = threading.Lock()
         self._status = RunStatus(run_id=run_id)
-        self._steps: deque[StepRecord] = deque(maxlen=max_steps)
+        self._steps: dict[int, StepRecord] = {}   # step -> record; read in step order
+        self._max_steps = max_steps
         self._samples: deque[SampleRecord] = deque(maxlen=max_samples)
 
     def status(self) -> RunStatus:
@@ -99,21 +100,35 @@ class RunState:
             data.update(fields, updated_at=time.time())
             self._status = RunStatus.model_validate(data)
 
-    def record_step(self, record: StepRecord) -> None:
-        """Add or merge (same step: values and histogram merged, eval kept)."""
+    def record_step(self, record: StepRecord, replace_histogram: bool = False) -> None:
+        """Add, or merge into the record of the same step (values updated, eval kept).
+
+        Records of one step come from several writers and in any order (the
+        orchestrator's rollout stats, the trainer's event, an evaluation). The
+        histogram is added to, or replaced when the writer re-sends a whole
+        step (a trainer step re-run after a resume replaces the first run's).
+        """
         with self._lock:
-            if self._steps and self._steps[-1].step == record.step:
-                last = self._steps[-1]
-                last.values.update(record.values)
-                for lag, n in record.lag_histogram.items():
-                    last.lag_histogram[lag] = last.lag_histogram.get(lag, 0) + n
-                last.eval = record.eval or last.eval
+            current = self._steps.get(record.step)
+            if current is None:
+                self._steps[record.step] = record.model_copy(deep=True)
+                if len(self._steps) > self._max_steps:
+                    del self._steps[min(self._steps)]
+                return
+            current.values.update(record.values)
+            if replace_histogram:
+                current.lag_histogram = dict(record.lag_histogram)
             else:
-                self._steps.append(record.model_copy(deep=True))
+                for lag, n in record.lag_histogram.items():
+                    current.lag_histogram[lag] = current.lag_histogram.get(lag, 0) + n
+            current.eval = record.eval or current.eval
+
+    def _ordered(self, since: int) -> list[StepRecord]:
+        return [self._steps[k] for k in sorted(self._steps) if k >= since]
 
     def steps(self, since: int = 0) -> list[StepRecord]:
         with self._lock:
-            return [s.model_copy(deep=True) for s in self._steps if s.step >= since]
+            return [s.model_copy(deep=True) for s in self._ordered(since)]
 
     def steps_json(self, since: int = 0) -> bytes:
         """`steps(since)` as a JSON array, serialised under the lock without deep copies.
@@ -123,13 +138,13 @@ class RunState:
         holds it ~0.1 s.
         """
         with self._lock:
-            return _STEP_LIST.dump_json([s for s in self._steps if s.step >= since])
+            return _STEP_LIST.dump_json(self._ordered(since))
 
     def lag_histogram_total(self) -> dict[int, int]:
         """lag -> samples trained with that lag, summed over the kept steps (read helper, no copies)."""
         total: dict[int, int] = {}
         with self._lock:
-            for record in self._steps:
+            for record in self._steps.values():
                 for lag, n in record.lag_histogram.items():
                     total[lag] = total.get(lag, 0) + n
         return dict(sorted(total.items()))

@@ -80,9 +80,14 @@ def ingest_trainer_event(orch: "Orchestrator", ev: MetricEvent) -> None:
     for theirs, ours in TRAINER_ALIASES.items():   # the dashboard's names for the trainer's
         if theirs in values and ours not in values:
             values[ours] = values[theirs]
-    orch.state.record_step(StepRecord(step=ev.step, time=ev.time, values=values, lag_histogram=hist))
+    orch.state.record_step(StepRecord(step=ev.step, time=ev.time, values=values, lag_histogram=hist),
+                           replace_histogram=True)
     orch.trainer_step = max(orch.trainer_step, ev.step)
     st = orch.state.status()
+    previous = orch.trainer_events.get(ev.step)   # the same step again: re-run after a trainer resume
+    orch.trainer_events[ev.step] = values
+    if previous is not None:
+        values = {k: v - previous.get(k, 0.0) if k in ("num_samples", "dropped_stale") else v for k, v in values.items()}
     busy = sum(values.get(k, 0.0) for k in ("time_forward_backward_s", "time_optimizer_s", "time_recompute_s", "time_publish_s"))
     orch.trainer_busy_s += busy
     orch.trainer_wait_s += values.get("time_wait_s", 0.0)

@@ -71,3 +71,22 @@ def test_bookkeeping_requeues_in_flight_after_restart(tmp_path):
     assert again.in_flight == [] and again.retry_queue == [a, c]
     assert [again.claim(), again.claim(), again.claim()] == [a, c, 3]
     assert again.accepted_groups == 1
+
+
+def test_run_state_merges_steps_from_several_writers_in_any_order():
+    from orchestrator.state import RunState, StepRecord
+
+    st = RunState("r", max_steps=3)
+    st.record_step(StepRecord(step=2, values={"reward_mean": 0.5}))
+    st.record_step(StepRecord(step=1, values={"loss": 1.0}, lag_histogram={0: 4}), replace_histogram=True)
+    st.record_step(StepRecord(step=2, values={"loss": 0.9}, lag_histogram={1: 8}), replace_histogram=True)
+    st.record_step(StepRecord(step=2, values={"loss": 0.8}, lag_histogram={0: 8}), replace_histogram=True)  # re-run
+    st.record_step(StepRecord(step=2, eval={"avg@4": 0.25}))
+    steps = st.steps()
+    assert [s.step for s in steps] == [1, 2]
+    assert steps[1].values == {"reward_mean": 0.5, "loss": 0.8}
+    assert steps[1].lag_histogram == {0: 8} and steps[1].eval == {"avg@4": 0.25}
+    assert st.lag_histogram_total() == {0: 12}
+    for k in (3, 4, 5):
+        st.record_step(StepRecord(step=k))
+    assert [s.step for s in st.steps()] == [3, 4, 5]   # bounded: oldest dropped
