@@ -32,7 +32,6 @@ TRAINER_ALIASES = {
     "tokens_per_s": "training_tokens_per_s",
     "policy_lag_mean": "lag_mean",
     "policy_lag_max": "lag_max",
-    "pg_loss": "loss",
 }
 
 

@@ -69,7 +69,7 @@ def test_async_run_survives_orchestrator_kill_and_resumes(tmp_path, log_path):
     by_step = {rec["step"]: rec for rec in series}
     for step, row in steps.items():
         assert by_step[step]["lag_histogram"] == row["lag_histogram"], step
-        assert by_step[step]["values"]["loss"] == pytest.approx(row["metrics"]["pg_loss"])
+        assert by_step[step]["values"]["loss"] == pytest.approx(row["metrics"]["loss"])
     assert any(rec.get("eval") for rec in series), "no evaluation was recorded"
 
 
