@@ -37,8 +37,16 @@ def serve(
     if port is not None:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
 
+    from trainer.distributed import torchrun_rank
     from trainer.service import TrainerService
     from trainer.sources import DirectorySource, FileAnnouncer
+
+    rank = torchrun_rank()  # None unless started by torchrun (FSDP2, see trainer/distributed.py)
+    if rank:  # ranks > 0 train their shard in lock-step; rank 0 does all I/O and serves the HTTP API
+        from trainer.distributed import DistributedTrainerService
+
+        DistributedTrainerService(settings).run()
+        return
 
     if settings.source.type == "redis":
         from services.bus.settings import BusSettings
@@ -49,7 +57,12 @@ def serve(
     else:
         source = DirectorySource(settings.source.path or settings.run_dir / "rollouts")
         announcer = FileAnnouncer(settings.run_dir / "policy")
-    service = TrainerService(settings, source, announcer)
+    if rank == 0:
+        from trainer.distributed import DistributedTrainerService
+
+        service = DistributedTrainerService(settings, source, announcer)
+    else:
+        service = TrainerService(settings, source, announcer)
     if settings.server.port == 0:
         service.run()
         return
