@@ -1,0 +1,108 @@
+"""The grid runner's resume logic, with `aspo run` replaced by a fake that writes run files.
+
+The real `aspo run` is exercised by tests/e2e/test_experiment_ci_grid.py; here
+only the decisions around it: skip, condense, resume, wipe, refuse, record failures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from experiment_fakes import fake_finished_run, trainer_row, write_orchestrator, write_trainer_rows
+from rich.console import Console
+
+from orchestrator.experiments.grid import GridError, expand, load_grid
+from orchestrator.experiments.runner import GridRunner
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class FakeRunner(GridRunner):
+    """Launching a cell writes a finished run (or fails, for cells named in `fail`)."""
+
+    def __init__(self, *args, fail: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, console=Console(quiet=True), **kwargs)
+        self.fail, self.launched = fail, []
+
+    def launch(self, i, cell, run_dir):
+        self.launched.append(cell.name)
+        assert yaml.safe_load((run_dir / "cell.yaml").read_text()) == cell.config
+        if cell.name in self.fail:
+            (run_dir / "experiment.log").write_text("vLLM died: out of memory\n")
+            return 1
+        fake_finished_run(run_dir, int(cell.config["run"]["total_steps"]))
+        return 0
+
+
+def grid(tmp_path: Path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "base": str(REPO / "configs" / "smoke.yaml"),
+                                    "axes": {"loss": ["aspo", "grpo", "dapo"]}, "budget": {"total_steps": 2}}))
+    spec, base = load_grid(path)
+    results = tmp_path / "results"
+    return spec, expand(spec, base, results), results
+
+
+def test_a_second_invocation_skips_done_cells_and_resumes_the_rest(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    first = FakeRunner(spec, cells, results, fail=("grpo",))
+    assert first.run() == 1
+    assert first.launched == ["aspo", "grpo", "dapo"]  # a failure does not stop the grid
+    index = json.loads((results / "grid.json").read_text())
+    assert index["cells"]["grpo"]["state"] == "failed" and "out of memory" in index["cells"]["grpo"]["log_tail"]
+    assert index["cells"]["aspo"]["state"] == "done" and index["order"] == ["aspo", "grpo", "dapo"]
+    assert (results / "aspo" / "summary.json").is_file() and not (results / "aspo" / "checkpoints").exists()
+    second = FakeRunner(spec, cells, results)
+    assert second.run() == 0
+    assert second.launched == ["grpo"]
+    index = json.loads((results / "grid.json").read_text())
+    assert {c["state"] for c in index["cells"].values()} == {"done"}
+    assert index["cells"]["grpo"]["attempts"] == 2
+    assert json.loads((results / "grpo" / "summary.json").read_text())["attempts"] == 2
+
+
+def test_a_finished_but_uncondensed_cell_is_condensed_without_a_run(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    fake_finished_run(results / "aspo", 2)
+    runner = FakeRunner(spec, cells, results, keep_artifacts=True)
+    assert runner.run() == 0
+    assert "aspo" not in runner.launched
+    assert (results / "aspo" / "summary.json").is_file() and (results / "aspo" / "checkpoints").is_dir()
+
+
+def test_an_interrupted_cell_is_relaunched_on_its_own_dir_and_keeps_its_first_series(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    run = results / "aspo"
+    write_trainer_rows(run, [trainer_row(1, {"0": 8})])
+    write_orchestrator(run, "running", [{"step": 1, "values": {"reward_mean": 0.9}, "lag_histogram": {}, "eval": None}])
+    runner = FakeRunner(spec, cells[:1], results)
+    assert runner.run() == 0 and runner.launched == ["aspo"]
+    assert (run / "experiment" / "orchestrator-steps-000.jsonl").is_file()
+
+
+def test_an_inconsistent_cell_is_wiped_and_rerun(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    run = results / "aspo"
+    write_trainer_rows(run, [trainer_row(s, {"0": 8}) for s in (1, 2, 3, 4, 5)])  # another budget ran here
+    write_orchestrator(run, "finished", [])
+    (run / "stray.txt").write_text("from another run")
+    runner = FakeRunner(spec, cells[:1], results)
+    assert runner.run() == 0 and runner.launched == ["aspo"]
+    assert not (run / "stray.txt").exists()
+    assert json.loads((run / "summary.json").read_text())["steps_trained"] == 2
+
+
+def test_a_cell_run_with_another_config_is_refused_unless_wipe_changed(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    run = results / "aspo"
+    run.mkdir(parents=True)
+    other = json.loads(json.dumps(cells[0].config))
+    other["run"]["temperature"] = 0.5
+    (run / "cell.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(GridError, match=r"aspo.*run\.temperature"):
+        FakeRunner(spec, cells, results).run()
+    runner = FakeRunner(spec, cells, results, wipe_changed=True)
+    assert runner.run() == 0 and runner.launched == ["aspo", "grpo", "dapo"]
