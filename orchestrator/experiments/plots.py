@@ -1,0 +1,152 @@
+"""The report's matplotlib figures (PNG), from condensed cell results only.
+
+Every figure has one column per lag bound k; lines are losses (plus any
+other varied axis such as ppo_epochs), the mean over seeds with the seed
+min..max shaded. The Agg backend is chosen inside `write_plots`, never at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.experiments.report import Group
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series(group: Group, key: str, eval_key: bool = False) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) over the group's seeds of a per-step value (or eval score)."""
+    by_step: dict[int, list[float]] = {}
+    for cell in group.cells:
+        for row in cell.rows:
+            src = row.get("eval") if eval_key else row.get("values")
+            if src and src.get(key) is not None:
+                by_step.setdefault(int(row["step"]), []).append(float(src[key]))
+    steps = sorted(by_step)
+    return (steps, [sum(by_step[s]) / len(by_step[s]) for s in steps],
+            [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps])
+
+
+def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, title: str) -> Path:
+    """A grid of panels: one row per (label, key, is_eval), one column per k; lines per loss."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ks = sorted({g.k for g in groups})
+    fig, axes = plt.subplots(len(rows), len(ks), figsize=(4.2 * len(ks), 3.0 * len(rows)), squeeze=False,
+                             sharex=True)
+    labels = sorted({g.label for g in groups})
+    colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    for r, (ylabel, key, is_eval) in enumerate(rows):
+        for c, k in enumerate(ks):
+            ax = axes[r][c]
+            drawn = 0
+            for g in (g for g in groups if g.k == k):
+                steps, mean, lo, hi = series(g, key, is_eval)
+                if not steps:
+                    continue
+                drawn += 1
+                ax.plot(steps, mean, marker="o", ms=3, color=colours[g.label], label=g.label)
+                if len(g.cells) > 1:
+                    ax.fill_between(steps, lo, hi, color=colours[g.label], alpha=0.15)
+            if not drawn:
+                ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(f"k = {k}" if r == 0 else "")
+            ax.set_ylabel(ylabel if c == 0 else "")
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if r == len(rows) - 1:
+                ax.set_xlabel("trainer step")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:  # collect labels from every panel (a loss may be missing at some k)
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if names:
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def is_weight_plot(groups: list[Group], path: Path) -> Path:
+    """The paper's weight-mismatch view: mean IS weight of positive- vs negative-advantage tokens."""
+    import matplotlib.pyplot as plt
+
+    ks = sorted({g.k for g in groups})
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.2), squeeze=False)
+    labels = sorted({g.label for g in groups})
+    for c, k in enumerate(ks):
+        ax = axes[0][c]
+        for i, lab in enumerate(labels):
+            for g in (g for g in groups if g.k == k and g.label == lab):
+                for key, style, sign in (("is_weight_pos_mean", "-", "A>0"), ("is_weight_neg_mean", "--", "A<0")):
+                    steps, mean, _, _ = series(g, key)
+                    if steps:
+                        ax.plot(steps, mean, style, color=f"C{i % 10}", label=f"{lab} {sign}")
+        ax.axhline(1.0, color="grey", lw=0.8, label="_nolegend_")
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel("trainer step")
+        ax.set_ylabel("mean IS weight" if c == 0 else "")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+    fig.suptitle("IS weight of positive (solid) vs negative (dashed) advantage tokens", y=1.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def lag_plot(groups: list[Group], path: Path) -> Path:
+    """Realised lag histograms: share of trained samples per lag, per loss, one panel per k."""
+    import matplotlib.pyplot as plt
+
+    ks = sorted({g.k for g in groups})
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.0), squeeze=False)
+    for c, k in enumerate(ks):
+        ax = axes[0][c]
+        row = [g for g in groups if g.k == k]
+        width = 0.8 / max(len(row), 1)
+        for i, g in enumerate(row):
+            hist = g.lag_histogram()
+            total = sum(hist.values()) or 1
+            lags = sorted(hist)
+            ax.bar([lag + (i - (len(row) - 1) / 2) * width for lag in lags], [hist[lag] / total for lag in lags],
+                   width=width, label=g.label)
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel("lag (trainer step - policy version)")
+        ax.set_ylabel("share of trained samples" if c == 0 else "")
+        ax.set_xticks(range(k + 1))
+        if row:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) -> dict[str, Path]:
+    """All figures into out_dir; returns name -> path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    avg, pas = eval_keys
+    return {
+        "accuracy": _panels(groups, [(f"held-out {avg}", avg, True), (f"held-out {pas}", pas, True)],
+                            out_dir / "accuracy.png", "Held-out accuracy vs step"),
+        "entropy_repetition": _panels(groups, [("entropy (nats/token)", "entropy", False),
+                                               ("repetition ratio", "repetition", False)],
+                                      out_dir / "entropy_repetition.png", "Entropy and repetition vs step"),
+        "is_weights": is_weight_plot(groups, out_dir / "is_weights.png"),
+        "clip_fractions": _panels(groups, [("clip fraction, upper", "clipfrac_upper", False),
+                                           ("clip fraction, lower", "clipfrac_lower", False)],
+                                  out_dir / "clip_fractions.png", "Clip fractions vs step"),
+        "lag_histograms": lag_plot(groups, out_dir / "lag_histograms.png"),
+    }

@@ -1,0 +1,288 @@
+"""`aspo report`: the markdown report of a results folder, from stored files only.
+
+Cells are grouped by (loss, k, other varied axes); seeds are the replicates.
+Every sentence of the findings is computed from the data: which loss kept
+entropy highest at each k, whether ASPO beat GRPO by more than the seed
+spread, how much lag was actually realised, what the IS weights of positive-
+and negative-advantage tokens did (the paper's weight-mismatch argument,
+arXiv 2510.06062 Sec. 3), and what the data cannot show. Results that
+contradict the paper are stated as such.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.experiments.grid import cell_name
+from orchestrator.experiments.results import load_results
+
+REPLICATE_AXES = {"loss", "max_off_policy_steps", "seed"}
+
+
+class ReportError(ValueError):
+    """The results folder cannot be reported on; the message says why."""
+
+
+@dataclass
+class CellResult:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class Group:
+    loss: str
+    k: int
+    variant: str
+    cells: list[CellResult] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.loss} {self.variant}".strip()
+
+    def finals(self, key: str) -> list[float]:
+        return [float(c.summary["final_eval"][key]) for c in self.cells
+                if c.summary.get("final_eval") and c.summary["final_eval"].get(key) is not None]
+
+    def ends(self, key: str) -> list[float]:
+        return [float(c.summary["end"][key]) for c in self.cells if c.summary["end"].get(key) is not None]
+
+    def over_steps(self, key: str) -> list[float]:
+        return [float(v) for c in self.cells if (v := c.summary["mean_over_steps"].get(key)) is not None]
+
+    def lag_histogram(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for c in self.cells:
+            for lag, n in c.summary["lag_histogram"].items():
+                total[int(lag)] = total.get(int(lag), 0) + int(n)
+        return dict(sorted(total.items()))
+
+
+def mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def sd(xs: list[float]) -> float | None:
+    """Sample standard deviation over seeds; None with fewer than two."""
+    return statistics.stdev(xs) if len(xs) >= 2 else None
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def mean_sd(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    s = sd(xs)
+    return f"{fmt(mean(xs))} ± {fmt(s)}" if s is not None else f"{fmt(mean(xs))}"
+
+
+def group_cells(cells: list[CellResult]) -> list[Group]:
+    groups: dict[tuple[str, int, str], Group] = {}
+    for cell in cells:
+        s = cell.summary
+        others = {k: v for k, v in s["axes"].items() if k not in REPLICATE_AXES}
+        key = (str(s["run"].get("loss")), int(s["run"].get("max_off_policy_steps", 0)), cell_name(others) if others else "")
+        groups.setdefault(key, Group(*key)).cells.append(cell)
+    return [groups[k] for k in sorted(groups)]
+
+
+def eval_keys(cells: list[CellResult]) -> tuple[str, str]:
+    for c in cells:
+        fe = c.summary.get("final_eval") or {}
+        avg = next((k for k in fe if k.startswith("avg@")), None)
+        pas = next((k for k in fe if k.startswith("pass@")), None)
+        if avg and pas:
+            return avg, pas
+    return "avg@k", "pass@k"
+
+
+# ---------------------------------------------------------------- findings
+def entropy_findings(groups: list[Group]) -> list[str]:
+    out = []
+    for k in sorted({g.k for g in groups}):
+        row = [(round(mean(g.ends("entropy")), 3), g.label) for g in groups if g.k == k and g.ends("entropy")]
+        if len(row) < 2:
+            continue
+        row.sort(reverse=True)
+        if row[0][0] == row[-1][0]:
+            out.append(f"At k = {k}, every loss ended with the same entropy ({fmt(row[0][0])} nats/token, "
+                       "to 3 decimals).")
+        else:
+            out.append(f"At k = {k}, {row[0][1]} ended with the highest entropy ({fmt(row[0][0])} nats/token) "
+                       f"and {row[-1][1]} the lowest ({fmt(row[-1][0])}).")
+    return out
+
+
+def pairwise(groups: list[Group], a: str, b: str, key: str, finals: bool) -> list[tuple[str, float, str]]:
+    """Loss a against loss b at each k (same variant): (where, a - b rounded to 3 decimals, sentence)
+    judged against the seed spread; `finals` compares final held-out scores, else end-of-run values."""
+    out = []
+    for ga in (g for g in groups if g.loss == a):
+        gb = next((g for g in groups if g.loss == b and g.k == ga.k and g.variant == ga.variant), None)
+        if gb is None:
+            continue
+        xa, xb = (ga.finals(key), gb.finals(key)) if finals else (ga.ends(key), gb.ends(key))
+        if not xa or not xb:
+            continue
+        diff = round(mean(xa) - mean(xb), 3)
+        spreads = [s for s in (sd(xa), sd(xb)) if s is not None]
+        where = f"k = {ga.k}" + (f", {ga.variant}" if ga.variant else "")
+        verdict = f"{a} {'higher' if diff > 0 else 'lower'} by {fmt(abs(diff))}" if diff else f"{a} equal to {b}"
+        if not diff:
+            note = "to 3 decimals"
+        elif not spreads:
+            note = "one seed each, so the seed spread is unknown and this difference may be noise"
+        elif abs(diff) > 2 * max(spreads):
+            note = f"more than twice the larger seed sd ({fmt(max(spreads))}) over {min(len(xa), len(xb))}+ seeds"
+        else:
+            note = f"within twice the seed sd ({fmt(max(spreads))}): not distinguishable"
+        label = f"held-out {key}" if finals else f"end {key}"
+        out.append((where, diff, f"{where}: {label}: {verdict} ({fmt(mean(xa))} vs {fmt(mean(xb))}); {note}."))
+    return out
+
+
+def lag_findings(groups: list[Group]) -> list[str]:
+    out = []
+    for k in sorted({g.k for g in groups}):
+        hist: dict[int, int] = {}
+        for g in (g for g in groups if g.k == k):
+            for lag, n in g.lag_histogram().items():
+                hist[lag] = hist.get(lag, 0) + n
+        total = sum(hist.values())
+        if not total:
+            continue
+        realised = sum(lag * n for lag, n in hist.items()) / total
+        at_bound = hist.get(k, 0) / total
+        out.append(f"k = {k}: realised mean lag {fmt(realised, 2)} steps; {100 * at_bound:.0f}% of trained samples "
+                   f"were at the bound, max realised lag {max(hist)}.")
+    return out
+
+
+def is_weight_findings(groups: list[Group]) -> list[str]:
+    out = []
+    for loss in sorted({g.loss for g in groups}):
+        pos = [x for g in groups if g.loss == loss for x in g.over_steps("is_weight_pos_mean")]
+        neg = [x for g in groups if g.loss == loss for x in g.over_steps("is_weight_neg_mean")]
+        if pos and neg:
+            rel = "above" if mean(pos) > mean(neg) else "below" if mean(pos) < mean(neg) else "equal to"
+            out.append(f"{loss}: positive-advantage tokens weighted {fmt(mean(pos))} on average, {rel} "
+                       f"negative-advantage tokens ({fmt(mean(neg))}).")
+    return out
+
+
+def findings(groups: list[Group], avg_key: str) -> list[str]:
+    lines = ["### What the data shows", ""]
+    ent = entropy_findings(groups)
+    lines += [f"- {s}" for s in ent] or ["- Fewer than two losses per k: no entropy comparison."]
+    acc = pairwise(groups, "aspo", "grpo", avg_key, finals=True)
+    lines += [f"- ASPO vs GRPO, {text}" for _, _, text in acc]
+    for _, diff, text in pairwise(groups, "aspo", "grpo", "entropy", finals=False):
+        verdict = "agrees" if diff > 0 else "contradicts it" if diff < 0 else "neither agrees nor contradicts it"
+        lines.append(f"- ASPO vs GRPO, {text} The paper reports ASPO keeping entropy higher than GRPO; "
+                     f"this comparison {verdict}.")
+    if not acc:
+        lines.append("- No ASPO/GRPO pair with held-out scores: no accuracy comparison.")
+    lines += [f"- Lag, {s}" for s in lag_findings(groups)]
+    lines += [f"- IS weights, {s}" for s in is_weight_findings(groups)]
+    return lines
+
+
+def limits(groups: list[Group], cells: list[CellResult]) -> list[str]:
+    seeds = sorted({len(g.cells) for g in groups})
+    steps = sorted({int(c.summary["total_steps"]) for c in cells})
+    samples = sorted({int(c.summary["samples_trained"]) for c in cells})
+    model = {str(c.summary["run"].get("model") or "SmolLM2-135M-Instruct") for c in cells}
+    return [
+        "### What it cannot show", "",
+        (f"- Seeds per setting: {', '.join(map(str, seeds))}. With fewer than 3 seeds, spreads are rough and "
+         "differences within them are noise, whatever their sign."),
+        (f"- Runs are short ({', '.join(map(str, steps))} trainer steps, {', '.join(map(str, samples))} trained "
+         f"samples) on a small model ({', '.join(sorted(model))}): entropy collapse and repetition in the paper "
+         "build up over hundreds of steps of much larger models; absence here is not evidence of absence there."),
+        ("- One task family and one held-out set; the held-out scores are binary per sample, so a small "
+         "held-out set moves in coarse steps."),
+        ("- Lag is what the system realised, not what k allows: a fast trainer (or a slow generator) keeps lag "
+         "below the bound, see the lag histograms."),
+    ]
+
+
+# ---------------------------------------------------------------- markdown
+def table(groups: list[Group], avg_key: str, pass_key: str) -> list[str]:
+    head = (f"| loss | k | variant | seeds | final {avg_key} | final {pass_key} | entropy (end) | repetition (end) "
+            "| reward (end) | realised lag | IS weight A>0 | IS weight A<0 |")
+    lines = [head, "|" + "---|" * 12]
+    for g in groups:
+        hist = g.lag_histogram()
+        n = sum(hist.values())
+        lag = sum(k * v for k, v in hist.items()) / n if n else None
+        lines.append(
+            f"| {g.loss} | {g.k} | {g.variant or '–'} | {len(g.cells)} | {mean_sd(g.finals(avg_key))} | "
+            f"{mean_sd(g.finals(pass_key))} | {mean_sd(g.ends('entropy'))} | {mean_sd(g.ends('repetition'))} | "
+            f"{mean_sd(g.ends('reward_mean'))} | {fmt(lag, 2)} | {fmt(mean(g.over_steps('is_weight_pos_mean')))} | "
+            f"{fmt(mean(g.over_steps('is_weight_neg_mean')))} |")
+    return lines
+
+
+def eval_text(final: dict[str, Any] | None) -> str:
+    if not final:
+        return "–"
+    scores = ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k != "step")
+    return f"{scores} (step {final.get('step')})"
+
+
+def held_out_text(summary: dict[str, Any]) -> str:
+    ev = summary.get("evaluation") or {}
+    if not ev:
+        return "The held-out set is the same for every run."
+    return (f"Held-out evaluation (the same prompts for every run): {ev.get('num_prompts', '?')} prompts x "
+            f"{ev.get('k', '?')} samples at temperature {ev.get('temperature', '?')}, every "
+            f"{ev.get('every_steps', '?')} steps and at the end.")
+
+
+def build_report(results: Path, out: Path) -> Path:
+    """Write `out` (markdown) and its PNGs under `<out stem>/`; returns the markdown path."""
+    from orchestrator.experiments.plots import write_plots
+
+    if not results.is_dir():
+        raise ReportError(f"results folder {results} does not exist")
+    cells = [CellResult(s, r) for s, r in load_results(results)]
+    if not cells:
+        raise ReportError(f"{results}: no finished cells (no */summary.json); run `aspo experiment` first")
+    groups = group_cells(cells)
+    avg_key, pass_key = eval_keys(cells)
+    plot_dir = out.with_suffix("")
+    plots = write_plots(groups, plot_dir, (avg_key, pass_key))
+    rel = lambda p: os.path.relpath(p, out.parent)
+    s0 = cells[0].summary["run"]
+    samples = s0.get("total_steps", 0) * s0.get("group_size", 0) * s0.get("groups_per_step", 0)
+    lines = [
+        "# Experiments: ASPO against baselines under asynchronous lag", "",
+        f"Generated by `aspo report {results}` from {len(cells)} finished runs; rebuild with the same command.",
+        (f"Each run: {s0.get('total_steps')} trainer steps x {s0.get('groups_per_step')} groups x "
+         f"{s0.get('group_size')} samples = {samples} rollout samples of at most {s0.get('max_tokens')} tokens; "
+         "every run shares this budget and the same held-out set. Values are mean ± sample sd over seeds "
+         "(no ± with one seed); 'end' values average the last 10% of steps."), held_out_text(cells[0].summary), "",
+        "## Final table", "", *table(groups, avg_key, pass_key), "",
+        *findings(groups, avg_key), "", *limits(groups, cells), "",
+        "## Plots", "",
+        f"Held-out accuracy ({avg_key}, {pass_key}) vs step, one panel per lag bound k:", "",
+        f"![accuracy]({rel(plots['accuracy'])})", "",
+        "Entropy and repetition ratio vs step:", "", f"![entropy and repetition]({rel(plots['entropy_repetition'])})", "",
+        "The weight-mismatch view (paper Sec. 3): mean IS weight of positive- vs negative-advantage tokens:", "",
+        f"![IS weights]({rel(plots['is_weights'])})", "",
+        "Clip fractions:", "", f"![clip fractions]({rel(plots['clip_fractions'])})", "",
+        "Realised lag histograms:", "", f"![lag histograms]({rel(plots['lag_histograms'])})", "",
+        "## Runs", "", "| cell | final eval | wall (min) | attempts |", "|---|---|---|---|",
+        *[f"| {c.summary['cell']} | {eval_text(c.summary.get('final_eval'))} | "
+          f"{fmt(c.summary.get('wall_s', 0) / 60, 1)} | {c.summary.get('attempts')} |" for c in cells],
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out

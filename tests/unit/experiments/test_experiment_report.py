@@ -1,0 +1,100 @@
+"""`aspo report` on the stored fixture results: the table's numbers, computed findings, the PNGs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.experiments.report import ReportError, build_report
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "experiments" / "results"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp("report") / "experiments.md"
+    build_report(FIXTURES, out)
+    return out.read_text(), out
+
+
+def table_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cols = [c.strip() for c in line.strip("|").split("|")]
+        if len(cols) == 12 and cols[0] in ("aspo", "grpo"):
+            rows[(cols[0], cols[1])] = cols
+    return rows
+
+
+def test_final_table_has_mean_and_seed_spread_per_loss_and_lag(report):
+    rows = table_rows(report[0])
+    assert set(rows) == {("aspo", "0"), ("aspo", "2"), ("grpo", "0"), ("grpo", "2")}
+    # aspo k=0: avg@2 over seeds 0.5 and 0.7 -> mean 0.6, sample sd 0.1414; entropy 1.2, 1.4
+    assert rows[("aspo", "0")][3:8] == ["2", "0.600 ± 0.141", "0.875 ± 0.177", "1.300 ± 0.141", "0.030 ± 0.014"]
+    assert rows[("grpo", "0")][4] == "0.400 ± 0.000"
+    assert rows[("aspo", "2")][3:6] == ["1", "0.250", "0.500"]  # one seed: no spread is claimed
+    # realised lag from the histograms: k=2 cells trained 62.5% of samples at lag 0
+    summary = json.loads((FIXTURES / "aspo-k2-s0" / "summary.json").read_text())
+    assert rows[("aspo", "2")][9] == f"{summary['realised_lag_mean']:.2f}"
+
+
+def test_findings_are_computed_and_hedged_by_the_seed_spread(report):
+    text = report[0]
+    assert "At k = 0, aspo ended with the highest entropy (1.300 nats/token) and grpo the lowest (0.700)." in text
+    assert "k = 0: held-out avg@2: aspo higher by 0.200 (0.600 vs 0.400); within twice the seed sd" in text
+    assert "k = 2: held-out avg@2: aspo lower by 0.125 (0.250 vs 0.375); one seed each" in text
+    assert "Seeds per setting: 1, 2." in text
+    assert "realised mean lag 0.62 steps; 25% of trained samples were at the bound, max realised lag 2" in text
+
+
+def test_a_result_against_the_paper_is_reported_as_such(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    for name in ("grpo-k2-s0",):
+        path = results / name / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["end"]["entropy"] = 3.0  # grpo keeps more entropy than aspo (1.5) at k=2
+        path.write_text(json.dumps(summary))
+    text = build_report(results, tmp_path / "r.md").read_text()
+    assert "k = 2: end entropy: aspo lower by 1.500" in text
+    assert "this comparison contradicts it" in text
+    assert "At k = 2, grpo ended with the highest entropy" in text
+
+
+def test_plots_are_written_next_to_the_report_and_linked(report):
+    text, out = report
+    pngs = sorted((out.parent / "experiments").glob("*.png"))
+    assert [p.stem for p in pngs] == ["accuracy", "clip_fractions", "entropy_repetition", "is_weights", "lag_histograms"]
+    for png in pngs:
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert f"](experiments/{png.name})" in text
+
+
+def test_an_empty_or_missing_results_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="does not exist"):
+        build_report(tmp_path / "nope", tmp_path / "r.md")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no finished cells"):
+        build_report(tmp_path / "empty", tmp_path / "r.md")
+
+
+def test_runs_without_any_evaluation_still_get_a_report(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    for path in results.glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["final_eval"], summary["evals"] = None, []
+        path.write_text(json.dumps(summary))
+    for path in results.glob("*/metrics.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "eval": None}) + "\n" for r in rows))
+    out = build_report(results, tmp_path / "r.md")
+    text = out.read_text()
+    assert "No ASPO/GRPO pair with held-out scores" in text
+    assert table_rows(text)[("aspo", "0")][4] == "–"
+    assert (tmp_path / "r" / "accuracy.png").stat().st_size > 1000
