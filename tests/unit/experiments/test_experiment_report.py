@@ -98,3 +98,15 @@ def test_runs_without_any_evaluation_still_get_a_report(tmp_path):
     assert "No ASPO/GRPO pair with held-out scores" in text
     assert table_rows(text)[("aspo", "0")][4] == "–"
     assert (tmp_path / "r" / "accuracy.png").stat().st_size > 1000
+
+
+def test_equal_values_are_called_equal_not_a_win(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    for path in results.glob("*-k2-s0/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["end"]["entropy"] = 1.0
+        path.write_text(json.dumps(summary))
+    text = build_report(results, tmp_path / "r.md").read_text()
+    assert "At k = 2, every loss ended with the same entropy (1.000 nats/token, to 3 decimals)." in text
+    assert "neither agrees nor contradicts it" in text

@@ -106,3 +106,30 @@ def test_a_cell_run_with_another_config_is_refused_unless_wipe_changed(tmp_path)
         FakeRunner(spec, cells, results).run()
     runner = FakeRunner(spec, cells, results, wipe_changed=True)
     assert runner.run() == 0 and runner.launched == ["aspo", "grpo", "dapo"]
+
+
+def test_progress_line_estimates_the_grid_from_finished_cells(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    runner = FakeRunner(spec, cells, results)
+    line = runner.progress_line(1, cells[0], results / "aspo", elapsed=30.0)
+    assert "cell 1/3 aspo" in line and "step 0/2" in line and "grid ETA -" in line
+    runner.index["cells"]["aspo"] = {"state": "done", "wall_s": 600.0}
+    line = runner.progress_line(2, cells[1], results / "grpo", elapsed=120.0)
+    # no live status: this cell ~600 - 120 s left, then one more cell of ~600 s
+    assert "cell ETA 8.0 min" in line and "grid ETA 0.30 h" in line
+
+
+def test_cli_dry_run_lists_cells_and_only_names_unknown_cells(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from orchestrator.experiments.cli import experiment_command
+
+    app = typer.Typer()
+    app.command()(experiment_command)
+    grid_file = REPO / "configs" / "experiments" / "ci.yaml"
+    out = CliRunner().invoke(app, ["--grid", str(grid_file), "--results", str(tmp_path), "--dry-run"])
+    assert out.exit_code == 0 and "aspo-k1" in out.output and "pending" in out.output
+    out = CliRunner().invoke(app, ["--grid", str(grid_file), "--results", str(tmp_path), "--only", "nope"])
+    assert out.exit_code == 2 and "no such cell ['nope']" in out.output
+    assert not (tmp_path / "grid.json").exists()
