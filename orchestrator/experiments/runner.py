@@ -13,6 +13,7 @@ checkpoints) and the next invocation resumes that cell.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -94,8 +95,19 @@ class GridRunner:
                 shutil.rmtree(run_dir)
 
     def run(self) -> int:
-        """Run every cell not yet done; 0 when all are done, 1 when some failed, 130 when interrupted."""
+        """Run every cell not yet done; 0 when all are done, 1 when some failed, 130 when interrupted.
+
+        One invocation per results folder at a time (an flock on `<results>/.grid.lock`):
+        two would run the same cell on the same run dir."""
         self.results.mkdir(parents=True, exist_ok=True)
+        with open(self.results / ".grid.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise GridError(f"another `aspo experiment` is running on {self.results}") from None
+            return self._run_locked()
+
+    def _run_locked(self) -> int:
         self.check_configs()
         failed: list[str] = []
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -133,3 +133,16 @@ def test_cli_dry_run_lists_cells_and_only_names_unknown_cells(tmp_path):
     out = CliRunner().invoke(app, ["--grid", str(grid_file), "--results", str(tmp_path), "--only", "nope"])
     assert out.exit_code == 2 and "no such cell ['nope']" in out.output
     assert not (tmp_path / "grid.json").exists()
+
+
+def test_two_invocations_on_one_results_folder_are_refused(tmp_path):
+    import fcntl
+
+    spec, cells, results = grid(tmp_path)
+    results.mkdir()
+    with open(results / ".grid.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        runner = FakeRunner(spec, cells, results)
+        with pytest.raises(GridError, match="another `aspo experiment` is running"):
+            runner.run()
+        assert runner.launched == []
