@@ -221,6 +221,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge_rounds(parts: list[dict]) -> dict:
+    """One row from several rounds of a variant: median over all timed reps, worst peak."""
+    good = [p for p in parts if p.get("ok")]
+    if len(good) < len(parts):
+        return next(p for p in parts if not p.get("ok"))
+    row = dict(good[0])
+    row["times_ms"] = [t for p in good for t in p["times_ms"]]
+    row["median_ms"] = statistics.median(row["times_ms"])
+    row["peak_bytes"] = max(p["peak_bytes"] for p in good)
+    row["rounds"] = len(good)
+    return row
+
+
 def verdict(args: argparse.Namespace, rows: list[dict]) -> str:
     """The issue's targets, checked on the measured rows."""
     ok = [r for r in rows if r.get("ok") and r["variant"] == "chunked"]
@@ -257,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer reps, skip the eager-chunked variant")
     p.add_argument("--smoke", action="store_true", help="cpu: small shapes, in-process (bug check)")
     p.add_argument("--compile", action="store_true", help="cpu: use torch.compile for the fused kernels")
+    p.add_argument("--rounds", type=int, default=2, help="cpu: alternate naive/chunked this many times")
     p.add_argument("--threads", type=int, default=None, help="cpu: torch threads")
     p.add_argument("--timeout", type=float, default=900.0, help="cpu: per-variant subprocess timeout (s)")
     p.add_argument("--out", default=None, help="write JSON results here")
@@ -273,14 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
                "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"}
-    rows = []
-    for spec in plan(args):
-        in_process = args.device == "cuda" or args.smoke
-        row = safe_run(spec) if in_process else run_in_subprocess(spec, args.timeout)
-        rows.append(row)
-        status = f"{row['median_ms']:.1f} ms, peak {row['peak_bytes'] / 2**20:.0f} MiB" if row.get("ok") \
-            else row.get("error")
-        print(f"[{spec['variant']} N={spec['n']}] {status}", flush=True)
+    specs = plan(args)
+    in_process = args.device == "cuda" or args.smoke
+    rounds = 1 if in_process else max(1, args.rounds)
+    results: list[list[dict]] = [[] for _ in specs]
+    for _ in range(rounds):  # CPU: alternate the variants so that machine-load drift hits both
+        for i, spec in enumerate(specs):
+            row = safe_run(spec) if in_process else run_in_subprocess(spec, args.timeout)
+            results[i].append(row)
+            status = f"{row['median_ms']:.1f} ms, peak {row['peak_bytes'] / 2**20:.0f} MiB" if row.get("ok") \
+                else row.get("error")
+            print(f"[{spec['variant']} N={spec['n']}] {status}", flush=True)
+    rows = [merge_rounds(r) for r in results]
     if args.device == "cuda":
         floor = matmul_floor_ms(rows[0]["n"], rows[0]["h"], rows[0]["v"], getattr(torch, args.dtype))
         env["one_matmul_ms"] = floor
