@@ -38,6 +38,7 @@ import torch
 if __package__ in (None, ""):  # run as a script from a checkout that is not pip-installed (the GPU box)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import trainer.logprobs as logprobs_module
 from trainer.logprobs import auto_chunk_size, token_logprobs
 from trainer.losses import LossInputs, compute_policy_loss
 
@@ -122,6 +123,8 @@ def run_variant(spec: dict) -> dict:
         row["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
         row["base_bytes"] = base_rss
     row["grad_norm_hidden"] = float(x["hidden"].grad.float().norm())
+    if spec.get("compile") and logprobs_module.COMPILE_ERRORS:
+        row["compile_errors"] = dict(logprobs_module.COMPILE_ERRORS)  # it ran eager instead
     row["ok"] = True
     return row
 
@@ -215,7 +218,8 @@ def table(rows: list[dict]) -> str:
         ref = naive.get(r["n"])
         t_ratio = f"{r['median_ms'] / ref['median_ms']:.2f}x" if ref else "n/a"
         m_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}x" if ref else "n/a"
-        lines.append(f"| {r['variant']}{' (compiled)' if r.get('compile') else ''} | {r['n']} | {r['h']} | "
+        compiled = " (compile FAILED: eager)" if r.get("compile_errors") else " (compiled)" if r.get("compile") else ""
+        lines.append(f"| {r['variant']}{compiled} | {r['n']} | {r['h']} | "
                      f"{r['v']} | {r['dtype']} | {r.get('chunk_rows') or '-'} | {r['median_ms']:.1f} | "
                      f"{r['peak_bytes'] / 2**20:.0f} | {t_ratio} | {m_ratio} |")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ so with upstream gradients g_lp, g_H (per row)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -115,13 +116,44 @@ def _logits_grad_(
 
 
 def _kernel(name: str, use_compile: bool) -> Callable[..., Any]:
-    """The eager function or its ``torch.compile``d version (compiled once per process)."""
+    """The eager function or its ``torch.compile``d version (compiled once per process).
+
+    If the first compiled call fails (compilation happens then, and for the
+    gradient kernel it happens in autograd's backward thread, which
+    torch.compile has not always supported), the eager function, the same
+    maths, is used from then on and the error is kept in :data:`COMPILE_ERRORS`
+    (and warned once) so that a benchmark can report it. Later failures propagate.
+    """
     fn = {"forward": _forward_stats, "grad": _logits_grad_}[name]
     if not use_compile:
         return fn
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn)
+        _compiled[name] = _with_eager_fallback(name, torch.compile(fn), fn)
     return _compiled[name]
+
+
+#: First-call torch.compile failures per kernel name (then eager is used).
+COMPILE_ERRORS: dict[str, str] = {}
+
+
+def _with_eager_fallback(name: str, compiled: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    state = {"tried": False}
+
+    def run(*args: Any) -> Any:
+        if name in COMPILE_ERRORS:
+            return eager(*args)
+        if state["tried"]:
+            return compiled(*args)
+        state["tried"] = True
+        try:
+            return compiled(*args)
+        except Exception as exc:  # noqa: BLE001  deliberate: eager computes the same thing
+            COMPILE_ERRORS[name] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            warnings.warn(f"torch.compile of the {name} kernel failed, using eager: {COMPILE_ERRORS[name]}",
+                          stacklevel=2)
+            return eager(*args)
+
+    return run
 
 
 # ------------------------------------------------------- CPU (in place, blocked)

@@ -160,3 +160,23 @@ def test_compiled_kernels_match_naive():
     want = grads(naive_token_logprobs, hidden, weight, targets, "both", 0.7)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_failed_compilation_falls_back_to_eager_and_is_reported(monkeypatch):
+    import trainer.logprobs as mod
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no triton here")
+        return run
+
+    monkeypatch.setattr(mod, "_compiled", {})
+    monkeypatch.setattr(mod, "COMPILE_ERRORS", {})
+    monkeypatch.setattr(mod.torch, "compile", broken_compile)
+    hidden, weight, targets = make(30, 8, 60)
+    with pytest.warns(UserWarning, match="no triton here"):
+        got = grads(token_logprobs, hidden, weight, targets, "both", 1.0, chunk_size=8, use_compile=True)
+    want = grads(naive_token_logprobs, hidden, weight, targets, "both", 1.0)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert set(mod.COMPILE_ERRORS) == {"forward", "grad"}
