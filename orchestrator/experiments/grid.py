@@ -90,6 +90,8 @@ class GridSpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     held_out: HeldOut = Field(default_factory=HeldOut)
     overrides: dict[str, Any] = Field(default_factory=dict, description="Deep-merged into every cell's run config.")
+    cell_timeout_min: float | None = Field(None, gt=0, description="Stop a cell's run after this many minutes "
+                                           "(recorded as failed; the next invocation resumes it). None = no limit.")
 
     @field_validator("axes")
     @classmethod

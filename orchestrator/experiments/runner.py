@@ -161,30 +161,35 @@ class GridRunner:
         self.console.print(f"[green]cell {i}/{n} {cell.name}: done in {wall / 60:.1f} min; final eval {fe}")
         return True
 
+    def run_argv(self, run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "aspo", "run", "--config", str(run_dir / "cell.yaml")]
+
     def launch(self, i: int, cell: Cell, run_dir: Path) -> int:
-        """`python -m aspo run --config <run_dir>/cell.yaml` (written by the caller), with a
-        live progress line; returns its exit status."""
+        """`aspo run --config <run_dir>/cell.yaml` (written by the caller) with a live progress
+        line; returns its exit status, 124 when it ran past `cell_timeout_min` (stopped cleanly,
+        so the next invocation resumes it)."""
         from rich.live import Live
 
         env = dict(os.environ)
         env.pop("REDIS_URL", None)  # every cell gets its own private Redis in its run dir
         with open(run_dir / "experiment.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "aspo", "run", "--config", str(run_dir / "cell.yaml")],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(self.run_argv(run_dir), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
         started = time.monotonic()
+        limit = self.spec.cell_timeout_min * 60 if self.spec.cell_timeout_min else None
         try:
             with Live(console=self.console, refresh_per_second=1, transient=True) as live:
                 while proc.poll() is None:
-                    live.update(self.progress_line(i, cell, run_dir, time.monotonic() - started))
-                    time.sleep(1.0)
+                    elapsed = time.monotonic() - started
+                    if limit is not None and elapsed > limit:
+                        self.console.print(f"[red]{cell.name} ran past {self.spec.cell_timeout_min} min: stopping it")
+                        stop_child(proc)
+                        return 124
+                    live.update(self.progress_line(i, cell, run_dir, elapsed))
+                    time.sleep(min(1.0, limit / 10) if limit else 1.0)
         except KeyboardInterrupt:
             self.console.print(f"[yellow]stopping {cell.name} (its `aspo run` checkpoints and stops)")
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+            stop_child(proc)
             raise
         return int(proc.returncode)
 
@@ -203,6 +208,16 @@ class GridRunner:
             f"{elapsed / 60:.1f} min", f"cell ETA {cell_eta / 60:.1f} min" if cell_eta is not None else "cell ETA -",
             f"grid ETA {grid_eta / 3600:.2f} h" if grid_eta is not None else "grid ETA -",
         ])
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """Ctrl-C to the run's process group (the launcher stops every component cleanly), then kill."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
 
 
 def dashboard_status(run_dir: Path) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ only the decisions around it: skip, condense, resume, wipe, refuse, record failu
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,20 @@ def test_two_invocations_on_one_results_folder_are_refused(tmp_path):
         with pytest.raises(GridError, match="another `aspo experiment` is running"):
             runner.run()
         assert runner.launched == []
+
+
+class HangingRunner(GridRunner):
+    """The real launch path with a child that never finishes (stands in for a hung `aspo run`)."""
+
+    def run_argv(self, run_dir):
+        return [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"]
+
+
+def test_a_hung_run_is_stopped_at_the_cell_timeout_and_recorded(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    spec = spec.model_copy(update={"cell_timeout_min": 0.03})
+    runner = HangingRunner(spec, cells[:1], results, console=Console(quiet=True))
+    assert runner.run() == 1
+    entry = json.loads((results / "grid.json").read_text())["cells"]["aspo"]
+    assert entry["state"] == "failed" and entry["returncode"] == 124
+    assert "KeyboardInterrupt" in (results / "aspo" / "experiment.log").read_text()  # stopped with Ctrl-C first
