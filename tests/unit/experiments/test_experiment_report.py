@@ -110,3 +110,15 @@ def test_equal_values_are_called_equal_not_a_win(tmp_path):
     text = build_report(results, tmp_path / "r.md").read_text()
     assert "At k = 2, every loss ended with the same entropy (1.000 nats/token, to 3 decimals)." in text
     assert "neither agrees nor contradicts it" in text
+
+
+def test_other_axes_become_variants_not_extra_seeds(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    for name, epochs in (("aspo-k0-s0", 1), ("aspo-k0-s1", 3)):
+        path = results / name / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["axes"]["ppo_epochs"] = epochs
+        path.write_text(json.dumps(summary))
+    text = build_report(results, tmp_path / "r.md").read_text()
+    assert "| aspo | 0 | ep1 | 1 | 0.500 |" in text and "| aspo | 0 | ep3 | 1 | 0.700 |" in text
