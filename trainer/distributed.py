@@ -317,6 +317,7 @@ class DistributedTrainerService(TrainerService):
         self.rank = torchrun_rank() or 0
         if self.rank != 0:
             source, announcer = _Nothing(), _Nothing()
+            logging.getLogger("trainer").setLevel(logging.WARNING)  # rank 0 logs the steps
         super().__init__(settings, source, announcer)
 
     def start(self) -> None:
@@ -340,13 +341,18 @@ class DistributedTrainerService(TrainerService):
         if self.rank == 0:  # ranks > 0 stop when rank 0 says so (same step, same final checkpoint)
             super().stop()
 
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stop()
+
     def run(self) -> None:
-        if self.rank != 0 and threading.current_thread() is threading.main_thread():
-            for signum in (
-                signal.SIGINT,
-                signal.SIGTERM,
-            ):  # torchrun signals all ranks; rank 0 decides
-                signal.signal(signum, signal.SIG_IGN)
+        if (
+            threading.current_thread() is threading.main_thread()
+        ):  # else `aspo trainer serve` handles signals
+            # torchrun forwards SIGTERM to every rank: rank 0 stops the loop (all
+            # ranks finish the step and checkpoint together), the others wait for it.
+            handler = self._on_signal if self.rank == 0 else signal.SIG_IGN
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, handler)
         try:
             if self.trainer is None:
                 self.start()

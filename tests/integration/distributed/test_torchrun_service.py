@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,54 @@ def test_torchrun_serve_equals_single_process_service(tmp_path):
         torch.testing.assert_close(
             got_state[idx]["exp_avg"], want_state[idx]["exp_avg"], rtol=1e-4, atol=1e-7
         )
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_after_a_final_checkpoint(tmp_path):
+    """torchrun forwards SIGTERM to all ranks: rank 0 decides, every rank stops at
+    the same step and the final checkpoint (not due by every_steps) is written
+    and the trained groups are acked."""
+    run = tmp_path / "run"
+    write_groups(run / "rollouts")
+    settings = settings_for(run).model_copy(
+        update={
+            "max_steps": None,
+            "checkpointing": settings_for(run).checkpointing.model_copy(
+                update={"every_steps": 100}
+            ),
+        }
+    )
+    config = tmp_path / "trainer.yaml"
+    config.write_text(settings.model_dump_json())
+    cmd = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        "--no-python",
+        str(BIN / "aspo"),
+    ]
+    cmd += ["trainer", "serve", "--config", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    log_path = tmp_path / "torchrun.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            steps = run / "trainer" / "steps.jsonl"
+            deadline = time.monotonic() + 150
+            while (
+                not (steps.exists() and len(steps.read_text().splitlines()) == 2)
+                and time.monotonic() < deadline
+            ):
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log_path.read_text()
+    assert "trainer service failed" not in text, text[-3000:]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-2"]
+    assert len(list((run / "rollouts" / "done").iterdir())) == 4
