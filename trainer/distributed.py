@@ -95,7 +95,10 @@ class _LogprobRoot(nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return completion_logprobs(self.model, mb, self.temperature, self.chunk_size)
+        logprobs, entropy = completion_logprobs(self.model, mb, self.temperature, self.chunk_size)
+        # (B, T) views of flat buffers: FSDP hooks its pre-backward on the outputs, and
+        # warns that an in-place op on a view would drop it; the copies cost B x T floats.
+        return logprobs.clone(), entropy.clone()
 
 
 def shard(model: nn.Module, temperature: float, chunk_size: int) -> _LogprobRoot:
