@@ -81,6 +81,8 @@ def head_and_loss(x: dict, variant: str, chunk_size: int | None, use_compile: bo
 
 def run_variant(spec: dict) -> dict:
     """One variant: build inputs, warm up, time reps; memory by CUDA stats or RSS."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     device, dtype = spec["device"], getattr(torch, spec["dtype"])
     n, h, v = spec["n"], spec["h"], spec["v"]
     row = dict(spec)
@@ -161,7 +163,7 @@ def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 def plan(args: argparse.Namespace) -> list[dict]:
     reps, warmup = (3, 1) if args.quick else (args.reps, args.warmup)
-    common = {"device": args.device, "dtype": args.dtype, "reps": reps, "warmup": warmup}
+    common = {"device": args.device, "dtype": args.dtype, "reps": reps, "warmup": warmup, "threads": args.threads}
     if args.device == "cuda":
         n, h, v = args.n or 16384, args.h or 1536, args.v or 151936
         specs = [dict(common, variant="naive", n=n, h=h, v=v),
