@@ -9,8 +9,9 @@ other on the same machine, then reads each run's own records
   (start-up excluded);
 - trainer and inference idle fractions;
 - g and t: generation and training time per step, measured on the
-  synchronous run (t = the trainer's busy time per step; g = the step period
-  minus t: generation, scoring and the weight update);
+  synchronous run (t = the trainer's busy time per step: forward/backward,
+  optimizer, publishing, checkpointing; g = the step period minus t:
+  generation, scoring and the weight update);
 - the ideal asynchronous speedup (g + t) / max(g, t) and the measured one,
   and their ratio (target >= 0.9).
 
@@ -63,7 +64,8 @@ def run_once(base: dict, k: int, steps: int, threads: int, workdir: Path) -> dic
     span = ordered[-1]["time"] - ordered[0]["time"]
     trained = sum(r["metrics"]["num_samples"] for r in ordered[1:])
     busy = [sum(r["metrics"].get(key, 0.0) for key in
-                ("time_forward_backward_s", "time_optimizer_s", "time_recompute_s", "time_publish_s"))
+                ("time_forward_backward_s", "time_optimizer_s", "time_recompute_s", "time_publish_s",
+                 "time_checkpoint_s"))
             for r in ordered[1:]]
     return {
         "k": k, "steps": len(ordered), "wall_s": time.time() - t0, "span_s": span,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LAG_PREFIX = "lag_hist_"
+TRAINER_BUSY_KEYS = ("time_forward_backward_s", "time_optimizer_s", "time_recompute_s", "time_publish_s", "time_checkpoint_s")
 TRAINER_ALIASES = {
     "tokens_per_s": "training_tokens_per_s",
     "policy_lag_mean": "lag_mean",
@@ -87,7 +88,7 @@ def ingest_trainer_event(orch: "Orchestrator", ev: MetricEvent) -> None:
     orch.trainer_events[ev.step] = values
     if previous is not None:
         values = {k: v - previous.get(k, 0.0) if k in ("num_samples", "dropped_stale") else v for k, v in values.items()}
-    busy = sum(values.get(k, 0.0) for k in ("time_forward_backward_s", "time_optimizer_s", "time_recompute_s", "time_publish_s"))
+    busy = sum(values.get(k, 0.0) for k in TRAINER_BUSY_KEYS)
     orch.trainer_busy_s += busy
     orch.trainer_wait_s += values.get("time_wait_s", 0.0)
     total = orch.trainer_busy_s + orch.trainer_wait_s

@@ -154,7 +154,9 @@ class TrainerService:
             m["time_publish_s"] = self.publish()
         if step % self.settings.checkpointing.every_steps == 0:
             self.state = "checkpointing"
+            t_ckpt = time.perf_counter()
             self.checkpoint()
+            m["time_checkpoint_s"] = time.perf_counter() - t_ckpt
         self.last_metrics = m
         if m["num_samples"] == 0:  # nothing trained, no new step: report the drops with the next one
             for key in ("dropped_stale", "dropped_duplicate"):
