@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aspo.settings import SettingsError, format_validation_error, read_yaml
-from orchestrator.runconfig import RunConfig, RunSection
+from orchestrator.runconfig import RunConfig, RunSection, check_stream_capacity
 
 # Axes that live in the trainer section rather than `run:`.
 TRAINER_AXES: dict[str, tuple[str, ...]] = {
@@ -195,11 +195,25 @@ def cell_config(spec: GridSpec, base: dict[str, Any], values: dict[str, Scalar],
         orch["tasks"] = tasks
         if "eval_tasks" not in orch:
             orch["eval_tasks"] = {**{k: v for k, v in tasks.items() if k != "seed"}, "seed": spec.held_out.seed}
-    try:
-        RunConfig.model_validate(cfg)
-    except ValidationError as err:
-        raise GridError(format_validation_error(err, f"cell {cell_name(values)}")) from None
+    check_cell(cfg, cell_name(values))
     return cfg
+
+
+def check_cell(cfg: dict[str, Any], name: str) -> None:
+    """Build every component's settings as `aspo run` will, so a bad cell fails before the
+    grid starts rather than hours in (the model dir and ports are placeholders)."""
+    try:
+        run = RunConfig.model_validate(cfg)
+    except ValidationError as err:
+        raise GridError(format_validation_error(err, f"cell {name}")) from None
+    try:
+        trainer = run.trainer_settings("model", "cpu", 1)
+        run.inference_settings("model", "cpu", 1)
+        run.reward_settings(1)
+        orch = run.orchestrator_settings("model", ["http://127.0.0.1:1"], "http://127.0.0.1:1")
+        check_stream_capacity(trainer, orch, run.bus_settings("redis://127.0.0.1:1"))
+    except SettingsError as err:
+        raise GridError(f"cell {name}: {err}") from None
 
 
 def _set_path(cfg: dict[str, Any], path: tuple[str, ...], value: Scalar) -> None:

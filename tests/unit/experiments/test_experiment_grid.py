@@ -107,3 +107,14 @@ def test_colliding_cell_names_are_refused(tmp_path):
     spec, base = load_grid(write_grid(tmp_path, axes={"model": ["a/b", "a b"]}))
     with pytest.raises(GridError, match="same cell name twice"):
         expand(spec, base, tmp_path)
+
+
+def test_a_cell_that_aspo_run_would_refuse_fails_before_the_grid_starts(tmp_path):
+    # k = 40 with checkpoints every 2 steps needs a rollout stream longer than smoke.yaml's bus allows
+    spec, base = load_grid(write_grid(tmp_path, axes={"max_off_policy_steps": [1, 40]},
+                                      overrides={"bus": {"max_len": 20}}))
+    with pytest.raises(GridError, match=r"cell k40: bus.max_len=20 is too small"):
+        expand(spec, base, tmp_path)
+    spec, base = load_grid(write_grid(tmp_path, overrides={"trainer": {"batching": {"ppo_epochs": 0}}}))
+    with pytest.raises(GridError, match=r"(?s)cell aspo: .*batching.ppo_epochs: Input should be greater"):
+        expand(spec, base, tmp_path)
