@@ -8,7 +8,7 @@ from aspo.settings import SettingsError
 from orchestrator.runconfig import RunConfig, check_stream_capacity
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "trainer" not in p.parts)
+RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not {"trainer", "experiments"} & set(p.parts))  # those are trainer-only configs and grid files
 
 
 def build_all(cfg: RunConfig) -> dict:
