@@ -11,6 +11,7 @@ import typer
 from orchestrator.cli import app as orchestrator_app
 from services.bus.cli import app as bus_app
 from orchestrator.cli import run_command
+from orchestrator.experiments.cli import experiment_command, report_command
 from services.inference.cli import app as inference_app
 from services.inference.cli import model_app
 from services.reward.cli import app as reward_app
@@ -24,6 +25,8 @@ app.add_typer(model_app, name="model", help="The default model (SmolLM2-135M-Ins
 app.add_typer(orchestrator_app, name="orchestrator", help="The asynchronous loop and its dashboard.")
 app.add_typer(bus_app, name="bus", help="The Redis bus: a private server, stream status, dead letters.")
 app.command("run", help="Everything on one machine: Redis, reward, vLLM, trainer, orchestrator + dashboard.")(run_command)
+app.command("experiment", help="Run a grid of `aspo run`s one after another (resumable).")(experiment_command)
+app.command("report", help="Markdown report + PNG plots from stored experiment results.")(report_command)
 
 
 @app.command()

@@ -117,6 +117,16 @@ class Orchestrator:
         self.book.accepted_samples = self.admission.accepted
         save_bookkeeping(self.book, self.book_path)
 
+    def load_results(self) -> None:
+        """A resumed run keeps its series: the rollout stats and evaluations of the
+        steps before the restart come back from `steps.jsonl` (the trainer's events
+        are replayed from the bus on top, replacing rather than adding)."""
+        path = self.book_path.parent / "steps.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self.state.record_step(StepRecord.model_validate_json(line), replace_histogram=True)
+
     def save_results(self) -> None:
         """`<run>/orchestrator/status.json` and `steps.jsonl` (the dashboard's series),
         rewritten atomically: small files that outlive the run (reports read them)."""
@@ -267,7 +277,8 @@ class Orchestrator:
         return task
 
     async def finish(self) -> None:
-        """All steps trained: final evaluation (if evaluation is on), then stop."""
+        """All steps trained: pending and final evaluations complete, then stop."""
+        await asyncio.gather(*list(self._background), return_exceptions=True)
         step = self.trainer_step
         if self.settings.evaluation.every_steps and step not in self.book.evaluated_steps:
             from orchestrator.watchers import evaluate
@@ -345,6 +356,7 @@ class Orchestrator:
 
         self._loop = asyncio.get_running_loop()
         try:
+            self.load_results()
             await self.setup()
             workers = [asyncio.ensure_future(self.worker()) for _ in range(self.settings.max_concurrent_groups)]
             watchers = [asyncio.ensure_future(c) for c in (watch_policy(self), watch_metrics(self), report_status(self))]

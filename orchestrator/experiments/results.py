@@ -20,9 +20,10 @@ trainer logged every step 1..total_steps: only condensing is left), `partial`
 beyond total_steps: the dir is not this cell's run; it is wiped and rerun),
 `pending` (nothing there).
 
-The orchestrator rewrites `orchestrator/steps.jsonl` from memory and does not
-reload it on resume, so before each (re)start the runner stashes the old file
-under `experiment/` and condensing merges every stash (later wins per step).
+The orchestrator reloads `orchestrator/steps.jsonl` when a run resumes; the
+runner still stashes the old file under `experiment/` before each (re)start
+(a record of every attempt) and condensing merges every stash idempotently
+(later wins per step).
 """
 
 from __future__ import annotations
