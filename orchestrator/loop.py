@@ -90,7 +90,8 @@ class Orchestrator:
     def _set_paused(self, paused: bool) -> None:
         self.paused = paused
         self.state.update_status(message="paused: no new groups are admitted" if paused else "")
-        asyncio.ensure_future(self.notify())
+        if self._loop is not None:   # wake admission (waiting workers re-check within 1 s anyway)
+            asyncio.ensure_future(self.notify())
 
     def _request_stop(self) -> None:
         if not self.stopping.is_set():
@@ -131,6 +132,7 @@ class Orchestrator:
         """`<run>/orchestrator/status.json` and `steps.jsonl` (the dashboard's series),
         rewritten atomically: small files that outlive the run (reports read them)."""
         out = self.book_path.parent
+        out.mkdir(parents=True, exist_ok=True)
         for name, text in (
             ("status.json", self.state.status().model_dump_json(indent=1)),
             ("steps.jsonl", "".join(r.model_dump_json() + "\n" for r in self.state.steps())),
