@@ -15,6 +15,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from orchestrator.tasks.base import Task
 
 
@@ -63,7 +65,9 @@ def record_to_task(record: dict[str, Any], index: int, default_kind: str, origin
             tests = json.loads(tests)
         except json.JSONDecodeError:
             raise ValueError(f"{where}: `tests` is a string but not JSON") from None
-    truth = record.get("ground_truth", record.get("answer"))
+    truth = record.get("ground_truth")
+    if truth is None:
+        truth = record.get("answer")
     try:
         return Task(
             task_id=str(record.get("id", f"{Path(origin).stem}-{index}")),
@@ -72,8 +76,8 @@ def record_to_task(record: dict[str, Any], index: int, default_kind: str, origin
             ground_truth=None if truth is None else str(truth),
             tests=tests,
         )
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+    except ValidationError as err:
+        raise ValueError(f"{where}: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
 
 
 def load_file_tasks(path: Path, default_kind: str = "math", shuffle_seed: int | None = None) -> list[Task]:
