@@ -10,6 +10,17 @@ accumulates ``grad_hidden`` and ``grad_weight`` chunk by chunk (the same
 recompute-in-backward idea as Liger-Kernel's fused linear cross-entropy and
 verl's ``entropy_checkpointing``, extended to the entropy's gradient).
 
+Recomputing costs a fourth ``(N, H) x (H, V)`` matmul (the full-logits path
+needs three). The last chunks that fit ``keep_bytes`` (default
+:data:`DEFAULT_KEEP_BYTES`, a fixed budget so peak memory stays bounded
+whatever N is) are instead kept from forward to backward, which skips their
+recompute matmul: the CPU path keeps them as fp32 log-probs (the buffer is
+already fp32 and backward then skips two passes), the fused path keeps the raw
+logits. Backward walks the chunks last to first, so kept chunks are consumed
+(freed) before any chunk is recomputed and the order of the ``grad_weight``
+accumulation does not depend on which chunks were kept: kept and recomputed
+chunks give bit-identical gradients.
+
 Why: at Qwen2.5-1.5B shapes (V = 151,936) 16k response tokens give 5 GB of
 bf16 logits, and autograd keeps several fp32 copies (27.9 GiB peak measured on
 an H100, docs/field-notes.md); on the CPU machine the logits dominate memory.
@@ -43,6 +54,10 @@ DEFAULT_CHUNK_BUDGET_BYTES = 640 * 1024 * 1024
 #: The CPU path runs its elementwise passes on row blocks of about this size,
 #: so that they stay in cache while the matmuls still see large chunks.
 CPU_BLOCK_BYTES = 1 << 20
+#: Bytes of per-chunk buffers kept from forward to backward when ``keep_bytes``
+#: is not given (see the module docstring). Two 1024-row chunks at V = 49,152 in
+#: fp32 (384 MiB); at most 384 MiB more than full recompute at any shape.
+DEFAULT_KEEP_BYTES = 384 * 1024 * 1024
 
 _compiled: dict[str, Callable[..., Any]] = {}
 
@@ -176,8 +191,13 @@ def _row_blocks(n_rows: int, vocab_size: int, element_bytes: int):
         torch.set_num_threads(threads)
 
 
-def _forward_stats_inplace(z: torch.Tensor, targets: torch.Tensor, inv_temp: float):
-    """CPU variant of :func:`_forward_stats`; consumes ``z`` in place, block by block."""
+def _forward_stats_inplace(z: torch.Tensor, targets: torch.Tensor, inv_temp: float, keep: bool = False):
+    """CPU variant of :func:`_forward_stats`; consumes ``z`` in place, block by block.
+
+    With ``keep``, ``z`` is left holding the log-probs ``z * inv_temp - lse``,
+    computed with exactly the ops :func:`_logits_grad_inplace` uses on
+    recomputed logits, so that a kept chunk's gradient is bit-identical.
+    """
     rows = z.shape[0]
     out = torch.empty(3, rows, dtype=z.dtype)
     for b in _row_blocks(rows, z.shape[1], z.element_size()):
@@ -185,25 +205,34 @@ def _forward_stats_inplace(z: torch.Tensor, targets: torch.Tensor, inv_temp: flo
         if inv_temp != 1.0:
             zb.mul_(inv_temp)
         zmax = zb.amax(dim=-1, keepdim=True)
-        zb.sub_(zmax)
-        target_shifted = zb.gather(1, targets[b].unsqueeze(1)).squeeze(1)
-        e = torch.exp(zb)
+        if keep:
+            shifted = zb - zmax
+        else:
+            shifted = zb.sub_(zmax)
+        target_shifted = shifted.gather(1, targets[b].unsqueeze(1)).squeeze(1)
+        e = torch.exp(shifted)
         s0 = e.sum(-1)
-        s1 = e.mul_(zb).sum(-1)
+        s1 = e.mul_(shifted).sum(-1)
         log_s0 = torch.log(s0)
         out[0, b] = target_shifted - log_s0
         out[1, b] = zmax.squeeze(1) + log_s0
         out[2, b] = log_s0 - s1 / s0
+        if keep:
+            zb.sub_(out[1, b].unsqueeze(-1))  # logp, as the backward pass would compute it
     return out[0], out[1], out[2]
 
 
-def _logits_grad_inplace(z, targets, lse, entropy, grad_lp, grad_ent, inv_temp) -> None:
-    """CPU variant of :func:`_logits_grad_`: turns ``z`` (raw logits) into the gradient, block by block."""
+def _logits_grad_inplace(z, targets, lse, entropy, grad_lp, grad_ent, inv_temp, is_logp: bool = False) -> None:
+    """CPU variant of :func:`_logits_grad_`: turns ``z`` into the gradient, block by block.
+
+    ``z`` holds raw logits, or log-probs (``is_logp``: a chunk kept by forward).
+    """
     for b in _row_blocks(z.shape[0], z.shape[1], z.element_size()):
         zb = z[b]
-        if inv_temp != 1.0:
-            zb.mul_(inv_temp)
-        zb.sub_(lse[b].unsqueeze(-1))  # logp
+        if not is_logp:
+            if inv_temp != 1.0:
+                zb.mul_(inv_temp)
+            zb.sub_(lse[b].unsqueeze(-1))  # logp
         if grad_ent is None:
             zb.exp_().mul_(-grad_lp[b].unsqueeze(-1))  # -p * g_lp
         else:
@@ -214,24 +243,47 @@ def _logits_grad_inplace(z, targets, lse, entropy, grad_lp, grad_ent, inv_temp) 
 
 
 # ------------------------------------------------------------ autograd function
+def _first_kept_chunk(n: int, chunk_size: int, row_bytes: int, keep_bytes: int) -> int:
+    """Start row of the first chunk kept for backward: the last chunks whose buffers fit ``keep_bytes``.
+
+    Every chunk buffer has ``min(chunk_size, n)`` rows (a ragged last chunk
+    uses the front of a full one), so each kept chunk costs that much.
+    """
+    starts = range(0, n, chunk_size)
+    n_kept = min(len(starts), keep_bytes // (min(chunk_size, n) * row_bytes))
+    return starts[len(starts) - n_kept] if n_kept else n
+
+
 class _ChunkedHeadLogprobs(torch.autograd.Function):
     """hidden (N, H), weight (V, H), targets (N,) -> fp32 log-probs (N,), entropy (N,)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, inv_temp, chunk_size, use_compile):  # type: ignore[override]
+    def forward(ctx, hidden, weight, targets, inv_temp, chunk_size, use_compile, keep_bytes):  # type: ignore[override]
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp)
         fused = _use_fused(hidden.device, hidden.dtype, use_compile)
         stats = _kernel("forward", use_compile) if fused else _forward_stats_inplace
+        keep_from = _first_kept_chunk(n, chunk_size, weight.shape[0] * weight.element_size(), keep_bytes)
+        kept: dict[int, torch.Tensor] = {}
+        buf = None  # one (chunk rows, V) buffer reused across chunks: a fresh 200 MB one page-faults each time
         for start in range(0, n, chunk_size):
             sl = slice(start, min(start + chunk_size, n))
-            logits = hidden[sl] @ weight.t()  # (rows, V), input dtype
-            logp[sl], lse[sl], entropy[sl] = stats(logits, targets[sl], inv_temp)
+            keep = start >= keep_from
+            buf = buf if buf is not None else hidden.new_empty(min(chunk_size, n), weight.shape[0])
+            logits = torch.mm(hidden[sl], weight.t(), out=buf[: sl.stop - start])  # (rows, V), input dtype
+            if fused:
+                logp[sl], lse[sl], entropy[sl] = stats(logits, targets[sl], inv_temp)
+            else:
+                logp[sl], lse[sl], entropy[sl] = stats(logits, targets[sl], inv_temp, keep)
+            if keep:
+                kept[start], buf = buf, None  # fused: raw logits; CPU: log-probs (see _forward_stats_inplace)
             del logits
+        del buf
         ctx.save_for_backward(hidden, weight, targets, lse, entropy)
         ctx.inv_temp, ctx.chunk_size, ctx.use_compile, ctx.fused = inv_temp, chunk_size, use_compile, fused
+        ctx.kept = kept  # consumed (and freed) by backward; a second backward recomputes
         ctx.set_materialize_grads(False)
         return logp, entropy
 
@@ -240,7 +292,8 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         hidden, weight, targets, lse, entropy = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if (grad_lp is None and grad_ent is None) or not (need_h or need_w):
-            return None, None, None, None, None, None
+            ctx.kept = {}
+            return None, None, None, None, None, None, None
         n = hidden.shape[0]
         # d/dlogits = (1/T) d/dz: fold 1/T into the per-row upstream gradients.
         grad_lp = (grad_lp.float() if grad_lp is not None else lse.new_zeros(n)) * ctx.inv_temp
@@ -248,19 +301,31 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if need_h else None
         grad_weight = torch.empty_like(weight) if need_w else None
         to_grad = _kernel("grad", ctx.use_compile) if ctx.fused else _logits_grad_inplace
-        for start in range(0, n, ctx.chunk_size):
+        starts = list(range(0, n, ctx.chunk_size))
+        buf = None
+        for start in reversed(starts):  # kept chunks are the last ones: use them first, then reuse a buffer
             sl = slice(start, min(start + ctx.chunk_size, n))
-            dlogits = hidden[sl] @ weight.t()
+            kept = ctx.kept.pop(start, None)
+            is_logp = kept is not None and not ctx.fused
+            buf = kept if kept is not None else buf
+            buf = buf if buf is not None else hidden.new_empty(min(ctx.chunk_size, n), weight.shape[0])
+            dlogits = buf[: sl.stop - start]
+            if kept is None:
+                torch.mm(hidden[sl], weight.t(), out=dlogits)
             g_ent = grad_ent[sl] if grad_ent is not None else None
-            to_grad(dlogits, targets[sl], lse[sl], entropy[sl], grad_lp[sl], g_ent, ctx.inv_temp)
+            args = (dlogits, targets[sl], lse[sl], entropy[sl], grad_lp[sl], g_ent, ctx.inv_temp)
+            if ctx.fused:
+                to_grad(*args)
+            else:
+                to_grad(*args, is_logp)
             if need_h:
                 torch.mm(dlogits, weight, out=grad_hidden[sl])
-            if need_w and start == 0:
+            if need_w and start == starts[-1]:
                 torch.mm(dlogits.t(), hidden[sl], out=grad_weight)
             elif need_w:
                 grad_weight.addmm_(dlogits.t(), hidden[sl])
-            del dlogits
-        return grad_hidden, grad_weight, None, None, None, None
+            del dlogits, kept
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def token_logprobs(
@@ -270,6 +335,7 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_size: int | None = 1024,
     use_compile: bool | None = None,
+    keep_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each target token and the policy entropy at each position.
 
@@ -282,8 +348,13 @@ def token_logprobs(
     :data:`DEFAULT_CHUNK_BUDGET_BYTES`. ``use_compile`` (default: on for CUDA)
     fuses the per-chunk elementwise work with ``torch.compile`` (one chunk
     buffer: the logits' gradient overwrites them); the CPU fp32/fp64 path is
-    eager, in place and cache-blocked. Outputs are fp32 whatever the input
-    dtype. No ``ignore_index``: select the response positions first.
+    eager, in place and cache-blocked. ``keep_bytes`` (default
+    :data:`DEFAULT_KEEP_BYTES`; 0 recomputes every chunk) bounds the chunk
+    buffers kept from forward to backward to skip their recompute matmul:
+    whole chunks only, the last ones, ``rows * V * element_size`` bytes each;
+    it adds at most that much to peak memory and never changes the results.
+    Outputs are fp32 whatever the input dtype. No ``ignore_index``: select the
+    response positions first.
     """
     if hidden.dim() != 2 or lm_head_weight.dim() != 2:
         raise ValueError(
@@ -310,10 +381,16 @@ def token_logprobs(
         chunk_size = auto_chunk_size(lm_head_weight.shape[0], per_logit)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 (or None for automatic), got {chunk_size}")
+    keep_bytes = DEFAULT_KEEP_BYTES if keep_bytes is None else keep_bytes
+    if keep_bytes < 0:
+        raise ValueError(f"keep_bytes must be >= 0 (or None for the default), got {keep_bytes}")
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad)):
+        keep_bytes = 0  # no backward will come (e.g. old-policy log-probs under no_grad)
     targets = targets.long()
     hidden = hidden.contiguous()
     return _ChunkedHeadLogprobs.apply(
-        hidden, lm_head_weight, targets, 1.0 / float(temperature), int(chunk_size), bool(use_compile)
+        hidden, lm_head_weight, targets, 1.0 / float(temperature), int(chunk_size), bool(use_compile),
+        int(keep_bytes)
     )
 
 

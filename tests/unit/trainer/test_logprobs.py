@@ -131,6 +131,8 @@ def test_bad_inputs_raise_clear_errors():
         token_logprobs(hidden, weight.double(), targets)
     with pytest.raises(ValueError, match="chunk_size"):
         token_logprobs(hidden, weight, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="keep_bytes"):
+        token_logprobs(hidden, weight, targets, keep_bytes=-1)
 
 
 def test_auto_chunk_size_fits_the_budget():
@@ -180,3 +182,58 @@ def test_failed_compilation_falls_back_to_eager_and_is_reported(monkeypatch):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert set(mod.COMPILE_ERRORS) == {"forward", "grad"}
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("use", ["logprobs", "entropy", "both"])
+def test_kept_and_recomputed_chunks_give_identical_gradients(fused, use, monkeypatch):
+    """Keeping chunks from forward skips a matmul, never changes a bit of the result."""
+    import trainer.logprobs as mod
+
+    if fused:
+        monkeypatch.setattr(mod, "_use_fused", lambda *a: True)
+    hidden, weight, targets = make(45, 16, 300)
+    chunk_bytes = 16 * 300 * 4 + 1
+    runs = [grads(token_logprobs, hidden, weight, targets, use, 0.7, chunk_size=16, use_compile=False, keep_bytes=k)
+            for k in (0, chunk_bytes, 10**9)]  # none, the last (ragged) chunk, all
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            assert torch.equal(a, b)
+    want = grads(naive_token_logprobs, hidden, weight, targets, use, 0.7)
+    for a, b in zip(runs[-1], want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kept_chunks_fit_the_budget_and_are_the_last_ones():
+    from trainer.logprobs import _first_kept_chunk
+
+    assert _first_kept_chunk(100, 32, 10, 0) == 100  # nothing kept
+    assert _first_kept_chunk(100, 32, 10, 319) == 100  # a chunk buffer is 32 rows (320 bytes), ragged or not
+    assert _first_kept_chunk(100, 32, 10, 320) == 96  # the ragged last chunk
+    assert _first_kept_chunk(100, 32, 10, 959) == 64
+    assert _first_kept_chunk(100, 32, 10, 10**6) == 0
+    assert _first_kept_chunk(10, 32, 10, 100) == 0  # one chunk of 10 rows
+
+
+def test_second_backward_recomputes_the_consumed_kept_chunks():
+    hidden, weight, targets = make(40, 8, 60)
+    lp, ent = token_logprobs(hidden, weight, targets, chunk_size=16, keep_bytes=10**9)
+    (lp.sum() + ent.sum()).backward(retain_graph=True)
+    first = hidden.grad.clone()
+    hidden.grad = None
+    (lp.sum() + ent.sum()).backward()
+    torch.testing.assert_close(hidden.grad, first, atol=1e-6, rtol=1e-6)
+
+
+def test_nothing_is_kept_without_a_backward_pass(monkeypatch):
+    import trainer.logprobs as mod
+
+    seen = []
+    real = mod._first_kept_chunk
+    monkeypatch.setattr(mod, "_first_kept_chunk", lambda n, *a: seen.append(real(n, *a) == n) or real(n, *a))
+    hidden, weight, targets = make(40, 8, 60)
+    with torch.no_grad():
+        token_logprobs(hidden, weight, targets, chunk_size=16, keep_bytes=10**9)
+    token_logprobs(hidden.detach(), weight.detach(), targets, chunk_size=16, keep_bytes=10**9)
+    token_logprobs(hidden, weight, targets, chunk_size=16, keep_bytes=10**9)
+    assert seen == [True, True, False]  # only the last call keeps chunks
