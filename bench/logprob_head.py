@@ -60,7 +60,8 @@ def build_inputs(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: 
                 "mask": mask, "b": b, "t": t}
 
 
-def head_and_loss(x: dict, variant: str, chunk_size: int | None, use_compile: bool) -> torch.Tensor:
+def head_and_loss(x: dict, variant: str, chunk_size: int | None, use_compile: bool,
+                  keep_bytes: int | None = None) -> torch.Tensor:
     """Forward of the head + ASPO loss; returns the loss (backward done by the caller)."""
     if variant == "naive":
         # What a user writes: full logits, fp32 log_softmax with grad, entropy without grad.
@@ -72,7 +73,7 @@ def head_and_loss(x: dict, variant: str, chunk_size: int | None, use_compile: bo
         del logits, logp_all
     else:
         lp, ent = token_logprobs(x["hidden"], x["weight"], x["targets"], chunk_size=chunk_size,
-                                 use_compile=use_compile)
+                                 use_compile=use_compile, keep_bytes=keep_bytes)
     b, t = x["b"], x["t"]
     lp = lp.view(b, t)
     inputs = LossInputs(lp, lp.detach() + x["old_shift"], x["advantages"], x["mask"], entropy=ent.view(b, t))
@@ -105,7 +106,7 @@ def run_variant(spec: dict) -> dict:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         t0 = time.perf_counter()
-        loss = head_and_loss(x, spec["variant"], chunk, spec.get("compile", False))
+        loss = head_and_loss(x, spec["variant"], chunk, spec.get("compile", False), spec.get("keep_bytes"))
         loss.backward()
         if cuda:
             end.record()
@@ -163,7 +164,8 @@ def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 def plan(args: argparse.Namespace) -> list[dict]:
     reps, warmup = (3, 1) if args.quick else (args.reps, args.warmup)
-    common = {"device": args.device, "dtype": args.dtype, "reps": reps, "warmup": warmup, "threads": args.threads}
+    common = {"device": args.device, "dtype": args.dtype, "reps": reps, "warmup": warmup, "threads": args.threads,
+              "keep_bytes": args.keep_bytes}
     if args.device == "cuda":
         n, h, v = args.n or 16384, args.h or 1536, args.v or 151936
         specs = [dict(common, variant="naive", n=n, h=h, v=v),
@@ -271,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--v", type=int, default=None)
     p.add_argument("--big-n", type=int, default=65536, help="cuda: the large-N run")
     p.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default: auto on cuda, 1024 cpu)")
+    p.add_argument("--keep-bytes", type=int, default=None,
+                   help="chunk buffers kept from forward to backward (default: the library's; 0 = recompute all)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="fewer reps, skip the eager-chunked variant")
