@@ -22,9 +22,6 @@ def serve(
     max_steps: Annotated[int | None, typer.Option(help="Override max_steps.")] = None,
 ) -> None:
     """Train from a rollout source, publish <run>/policy/v<N>, serve /health and /metrics."""
-    import signal
-    import threading
-
     from aspo.settings import SettingsError, load_settings
     from trainer.settings import TrainerSettings
 
@@ -38,8 +35,6 @@ def serve(
         settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
 
     from trainer.distributed import torchrun_rank
-    from trainer.service import TrainerService
-    from trainer.sources import DirectorySource, FileAnnouncer
 
     rank = torchrun_rank()  # None unless started by torchrun (FSDP2, see trainer/distributed.py)
     if rank:  # ranks > 0 train their shard in lock-step; rank 0 does all I/O and serves the HTTP API
@@ -47,6 +42,17 @@ def serve(
 
         DistributedTrainerService(settings).run()
         return
+    service = _build_service(settings, rank)
+    if settings.server.port == 0:
+        service.run()
+        return
+    _serve_with_api(service, settings)
+
+
+def _build_service(settings, rank: int | None):  # noqa: ANN001, ANN202 - TrainerSettings -> TrainerService
+    """The service with its source and announcer: the Redis bus, or a directory."""
+    from trainer.service import TrainerService
+    from trainer.sources import DirectorySource, FileAnnouncer
 
     if settings.source.type == "redis":
         from services.bus.settings import BusSettings
@@ -60,12 +66,14 @@ def serve(
     if rank == 0:
         from trainer.distributed import DistributedTrainerService
 
-        service = DistributedTrainerService(settings, source, announcer)
-    else:
-        service = TrainerService(settings, source, announcer)
-    if settings.server.port == 0:
-        service.run()
-        return
+        return DistributedTrainerService(settings, source, announcer)
+    return TrainerService(settings, source, announcer)
+
+
+def _serve_with_api(service, settings) -> None:  # noqa: ANN001
+    """Train in a thread while uvicorn serves /health and /metrics; stop cleanly on signals."""
+    import signal
+    import threading
 
     import uvicorn
 
