@@ -27,6 +27,7 @@ import yaml
 
 from orchestrator.runconfig import RunConfig, check_stream_capacity
 from orchestrator.server import dashboard_file
+from services.inference.server import log_tail
 
 
 PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -36,24 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class Child:
@@ -110,7 +93,9 @@ class Launcher:
 
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(cfg.run.device)
+        from trainer.model import resolve_device
+
+        device = resolve_device(cfg.run.device).type
         say(f"[run] run dir {self.run_dir}, device {device}")
         model_dir = resolve_model(cfg.run.model)
         self.redis = ensure_redis(self.run_dir, BusSettings.model_validate(cfg.bus))

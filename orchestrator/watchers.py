@@ -142,7 +142,7 @@ async def evaluate(orch: "Orchestrator", step: int) -> dict[str, float]:
 
 
 async def report_status(orch: "Orchestrator") -> None:
-    start = last = time.monotonic()
+    start = last = last_saved = time.monotonic()
     idle = 0.0
     while not orch.stopping.is_set():
         await asyncio.sleep(1.0)
@@ -157,8 +157,9 @@ async def report_status(orch: "Orchestrator") -> None:
         dead = int(await orch.redis.xlen(f"{orch.bus.rollout_stream}:dead"))
         steps_left = orch.settings.total_steps - orch.trainer_step
         rate = orch.trainer_step / (now - start) if orch.trainer_step else 0.0
-        if int(now - start) % 10 == 0:
+        if now - last_saved >= 10.0:
             orch.save_results()
+            last_saved = now
         orch.state.update_status(
             policy_version=orch.policy_version,
             samples_generated=orch.book.samples_generated,

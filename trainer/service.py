@@ -177,13 +177,13 @@ class TrainerService:
         train, and their rollout ids (the same filters as ``train_step``)."""
         t, k = self.trainer, self.settings.batching.max_off_policy_steps
         hist: dict[int, int] = {}
-        ids: list[str] = []
+        ids: dict[str, None] = {}   # ordered set
         for s in samples:
             lag = t.version - s.min_version
             if s.rollout_id not in t.consumed_ids and s.rollout_id not in ids and (k is None or lag <= k):
                 hist[lag] = hist.get(lag, 0) + 1
-                ids.append(s.rollout_id)
-        return hist, ids
+                ids[s.rollout_id] = None
+        return hist, list(ids)
 
     def _log_step(self, step: int, metrics: dict[str, float], lag_hist: dict[int, int], ids: list[str]) -> None:
         """Append the step to ``<run>/trainer/steps.jsonl``: the trainer's own record
