@@ -39,11 +39,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -390,9 +388,11 @@ class DistributedTrainerService(TrainerService):
         weights = self.trainer.full_weights()  # collective
         path = self.policy_root / f"v{self.trainer.version}"
         if self.rank == 0:
-            write_policy(
-                self.trainer.model, weights, self.policy_root, self.trainer.version, self.settings
-            )
+            from trainer.publish import publish_policy
+
+            assert not is_lora(self.trainer.model)  # FSDP2 trains full weights (checked at start)
+            publish_policy(self.trainer.model, self.policy_root, self.trainer.version,
+                           self.settings.publishing.keep_last, self.settings.model.path, state_dict=weights)
         elapsed = time.perf_counter() - t0
         self.metrics.phase_seconds.labels("publish").observe(elapsed)
         self._announce(self.trainer.version, path)
@@ -417,32 +417,3 @@ class DistributedTrainerService(TrainerService):
             self.source.ack(self._unacked)
         self._unacked = []
 
-
-def write_policy(
-    model: nn.Module, weights: dict, policy_root: Path, version: int, settings: TrainerSettings
-) -> Path:
-    """``trainer.publish.publish_policy`` for gathered weights: same layout, atomic, pruned."""
-    from trainer.checkpoint import atomic_install
-    from trainer.publish import TOKENIZER_FILES, list_versions
-
-    assert not is_lora(model)
-    policy_root.mkdir(parents=True, exist_ok=True)
-    final, tmp = policy_root / f"v{version}", policy_root / f".tmp-v{version}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    lm = causal_lm(model)
-    if getattr(
-        lm.config, "tie_word_embeddings", False
-    ):  # same file as save_pretrained() without a state dict
-        head = next(n for n, m in lm.named_modules() if m is lm.get_output_embeddings())
-        weights = {k: v for k, v in weights.items() if k != f"{head}.weight"}
-    lm.save_pretrained(tmp, state_dict=weights)
-    if settings.model.path is not None:
-        for name in TOKENIZER_FILES:
-            if (Path(settings.model.path) / name).is_file():
-                shutil.copy2(Path(settings.model.path) / name, tmp / name)
-    atomic_install(tmp, final)
-    for _, old in list_versions(policy_root)[: -settings.publishing.keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    log.info("published policy %s (gathered from %d ranks)", final, dist.get_world_size())
-    return final

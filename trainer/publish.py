@@ -67,16 +67,31 @@ def list_versions(policy_root: Path) -> list[tuple[int, Path]]:
 
 @torch.no_grad()
 def publish_policy(
-    model: torch.nn.Module, policy_root: Path, version: int, keep_last: int, tokenizer_dir: str | None = None
+    model: torch.nn.Module,
+    policy_root: Path,
+    version: int,
+    keep_last: int,
+    tokenizer_dir: str | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``policy_root/v<version>`` atomically and prune to the last ``keep_last``."""
+    """Write ``policy_root/v<version>`` atomically and prune to the last ``keep_last``.
+
+    ``state_dict`` replaces the model's own weights (FSDP2: the full weights
+    gathered on rank 0, ``trainer.distributed``); the files are the same as
+    ``save_pretrained()`` of the model itself (a tied LM head is left out).
+    """
     policy_root.mkdir(parents=True, exist_ok=True)
     final = policy_root / f"v{version}"
     tmp = policy_root / f".tmp-v{version}"
     if tmp.exists():
         shutil.rmtree(tmp)
     lm = causal_lm(model)
-    if is_lora(model):
+    if state_dict is not None:
+        if getattr(lm.config, "tie_word_embeddings", False):
+            head = next(n for n, m in lm.named_modules() if m is lm.get_output_embeddings())
+            state_dict = {k: v for k, v in state_dict.items() if k != f"{head}.weight"}
+        lm.save_pretrained(tmp, state_dict=state_dict)
+    elif is_lora(model):
         lm.save_pretrained(tmp, state_dict=merged_state_dict(model))
     else:
         lm.save_pretrained(tmp)
