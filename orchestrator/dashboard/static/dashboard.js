@@ -5,6 +5,8 @@
  * trainer's and the orchestrator's numbers into the same step record at different
  * times; a re-fetched step replaces the old point. Model output is untrusted: all
  * text goes into the DOM through textContent, never innerHTML.
+ * The control bar POSTs /api/pause|resume|stop with the bearer token typed into it
+ * (kept in sessionStorage for this tab only) and shows the server's answer.
  * `window.dashboard` exposes the charts and poll state for tests and debugging.
  */
 'use strict';
@@ -157,6 +159,7 @@
     $('hdr-progress').style.width = (s.total_steps > 0 ? Math.min(100, 100 * s.trainer_step / s.total_steps) : 0) + '%';
     $('hdr-message').textContent = s.message || '';
     for (const [id, , get] of COUNTERS) $('counter-' + id).textContent = String(get(s));
+    updateControls(s);
     document.title = 'ASPO ' + s.run_id + ' · step ' + s.trainer_step + ' · ' + s.state;
     return sameRun;
   }
@@ -223,6 +226,50 @@
     return response.json();
   }
 
+  /* Run control: buttons enabled while the run can still act on them. */
+  const TOKEN_KEY = 'aspo-dashboard-token';
+  const ACTIONS = ['pause', 'resume', 'stop'];
+  let controlBusy = false;
+
+  function updateControls(s) {
+    const live = s && (s.state === 'starting' || s.state === 'running');
+    for (const action of ACTIONS) $('ctl-' + action).disabled = controlBusy || !live;
+  }
+
+  function showControlResult(ok, text) {
+    const out = $('ctl-result');
+    out.className = 'ctl-result ' + (ok ? 'ok' : 'bad');
+    out.textContent = text;
+  }
+
+  async function control(action) {
+    if (action === 'stop' && !window.confirm('Stop this run? It drains, saves a checkpoint and finishes.')) return;
+    const token = $('ctl-token').value.trim();
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage disabled: keep it in the field */ }
+    controlBusy = true;
+    updateControls(state.status);
+    try {
+      const headers = { Accept: 'application/json' };
+      if (token) headers.Authorization = 'Bearer ' + token;
+      const response = await fetch('/api/' + action, { method: 'POST', cache: 'no-store', headers });
+      let detail = '';
+      try { detail = (await response.json()).detail || ''; } catch (e) { /* not JSON */ }
+      if (response.ok) showControlResult(true, action + ': requested');
+      else showControlResult(false, action + ' refused (HTTP ' + response.status + ')' + (detail ? ': ' + detail : ''));
+    } catch (err) {
+      showControlResult(false, action + ' failed: ' + (err.message || String(err)));
+    } finally {
+      controlBusy = false;
+      updateControls(state.status);
+    }
+  }
+
+  function buildControls() {
+    try { $('ctl-token').value = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { /* storage disabled */ }
+    for (const action of ACTIONS) $('ctl-' + action).addEventListener('click', () => control(action));
+    updateControls(null);
+  }
+
   function setConnection(ok, detail) {
     const conn = $('hdr-conn');
     conn.className = 'conn ' + (ok ? 'ok' : 'lost');
@@ -254,6 +301,7 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     buildPage();
+    buildControls();
     drawAll();
     poll();
   });

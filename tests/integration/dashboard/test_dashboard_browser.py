@@ -294,3 +294,87 @@ def test_empty_run_then_a_single_step(driver) -> None:
         assert driver.execute_script("return window.dashboard.errors") == 0
     finally:
         server.stop()
+
+
+class RecordingControl:
+    """A `RunControl` that only records what the page asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def _click_and_read(driver, action: str, previous: str) -> str:
+    """Click a control button and return the result line once it changed."""
+    driver.execute_script("document.getElementById('ctl-result').textContent = ''")
+    driver.find_element("id", f"ctl-{action}").click()
+    _wait(driver, lambda d: d.find_element("id", "ctl-result").text not in ("", previous), f"{action}: no answer shown")
+    return driver.find_element("id", "ctl-result").text
+
+
+def test_control_bar_needs_the_token_and_calls_the_loop(driver) -> None:
+    token = "dashboard-test-token-7f3a9c"
+    state = RunState("control-run")
+    state.update_status(state="running", total_steps=10)
+    control = RecordingControl()
+    server = DashboardServer(create_dashboard_app(state, control, api_token=token), port=0)
+    url = server.start()
+    try:
+        driver.get(url + "/")
+        driver.execute_script("sessionStorage.clear()")
+        driver.get(url + "/")
+        _wait(driver, lambda d: d.execute_script("return window.dashboard && window.dashboard.polls >= 1"), "no poll")
+        _wait(driver, lambda d: d.find_element("id", "ctl-pause").is_enabled(), "controls stayed disabled while running")
+
+        assert "HTTP 401" in _click_and_read(driver, "pause", "")  # no token typed
+        field = driver.find_element("id", "ctl-token")
+        field.send_keys("not-the-token-at-all")
+        assert "HTTP 401" in _click_and_read(driver, "pause", "") and control.calls == []
+
+        field.clear()
+        field.send_keys(token)
+        assert _click_and_read(driver, "pause", "") == "pause: requested"
+        assert _click_and_read(driver, "resume", "") == "resume: requested"
+        assert control.calls == ["pause", "resume"]
+
+        driver.execute_script("window.confirm = () => false")  # the user cancels the stop dialog
+        driver.execute_script("document.getElementById('ctl-result').textContent = ''")
+        driver.find_element("id", "ctl-stop").click()
+        polls = driver.execute_script("return window.dashboard.polls")
+        _wait(driver, lambda d: d.execute_script("return window.dashboard.polls") >= polls + 1, "page stopped polling")
+        assert driver.find_element("id", "ctl-result").text == "" and control.calls == ["pause", "resume"]
+        driver.execute_script("window.confirm = () => true")
+        assert _click_and_read(driver, "stop", "") == "stop: requested"
+        assert control.calls == ["pause", "resume", "stop"]
+
+        # The token survives a reload of the tab; a finished run disables the buttons.
+        driver.refresh()
+        _wait(driver, lambda d: d.execute_script("return window.dashboard && window.dashboard.polls >= 1"), "no poll")
+        assert driver.find_element("id", "ctl-token").get_attribute("value") == token
+        state.update_status(state="finished")
+        _wait(driver, lambda d: not d.find_element("id", "ctl-stop").is_enabled(), "buttons enabled after the run ended")
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "/api/" not in e["message"]] == []
+    finally:
+        server.stop()
+
+
+def test_control_bar_without_a_configured_token_says_control_is_disabled(driver) -> None:
+    state = RunState("no-control-run")
+    state.update_status(state="running")
+    server = DashboardServer(create_dashboard_app(state, RecordingControl()), port=0)
+    url = server.start()
+    try:
+        driver.get(url + "/")
+        _wait(driver, lambda d: d.find_element("id", "ctl-pause").is_enabled(), "controls stayed disabled while running")
+        text = _click_and_read(driver, "pause", "")
+        assert "HTTP 503" in text and "control disabled" in text, text
+    finally:
+        server.stop()
