@@ -157,13 +157,17 @@ def _fmt(value: Scalar) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
+def combinations(axes: dict[str, list[Scalar]]) -> list[dict[str, Scalar]]:
+    """Every combination of the axes in run order (seed outermost); keys in the file's axis order."""
+    keys = sorted(axes, key=lambda k: k != "seed")
+    ordered = (dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys)))
+    return [{k: o[k] for k in axes} for o in ordered]
+
+
 def expand(spec: GridSpec, base: dict[str, Any], results: Path) -> list[Cell]:
     """Every combination of the axes, seed outermost; each validated as a run config."""
-    keys = sorted(spec.axes, key=lambda k: k != "seed")
     cells: list[Cell] = []
-    for combo in itertools.product(*(spec.axes[k] for k in keys)):
-        ordered = dict(zip(keys, combo))
-        values = {k: ordered[k] for k in spec.axes}  # names follow the file's axis order
+    for values in combinations(spec.axes):
         name = cell_name(values)
         cells.append(Cell(name=name, values=values, config=cell_config(spec, base, values, results / name)))
     names = [c.name for c in cells]

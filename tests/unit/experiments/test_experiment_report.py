@@ -122,3 +122,18 @@ def test_other_axes_become_variants_not_extra_seeds(tmp_path):
         path.write_text(json.dumps(summary))
     text = build_report(results, tmp_path / "r.md").read_text()
     assert "| aspo | 0 | ep1 | 1 | 0.500 |" in text and "| aspo | 0 | ep3 | 1 | 0.700 |" in text
+
+
+def test_a_partial_grid_names_the_cells_still_to_run(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    axes = {"loss": ["aspo", "grpo"], "max_off_policy_steps": [0, 2], "seed": [0, 1]}
+    (results / "grid.json").write_text(json.dumps({"name": "fixture", "spec": {"axes": axes}, "cells": {}}))
+    text = build_report(results, tmp_path / "partial.md").read_text()
+    assert "Partial grid: 6 of 8 cells finished." in text
+    assert "Not yet run (or not finished): aspo-k2-s1, grpo-k2-s1." in text
+
+    shutil.rmtree(results / "aspo-k2-s1", ignore_errors=True)
+    axes["max_off_policy_steps"] = [0]
+    (results / "grid.json").write_text(json.dumps({"name": "fixture", "spec": {"axes": axes}, "cells": {}}))
+    assert "The grid is complete: all 4 cells." in build_report(results, tmp_path / "full.md").read_text()
