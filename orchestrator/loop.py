@@ -352,6 +352,22 @@ class Orchestrator:
         if self.redis is not None:
             await self.redis.aclose()
 
+    async def evaluate_initial_policy(self) -> None:
+        """Step 0 of the held-out series: the served policy before any training, evaluated
+        before generation starts so that no weight update can land mid-evaluation."""
+        cfg = self.settings.evaluation
+        if not (cfg.every_steps and cfg.at_start) or 0 in self.book.evaluated_steps:
+            return
+        if self.trainer_step > 0 or self.policy_version != 0:
+            return  # a resumed run whose initial policy is gone: no step-0 score rather than a mislabelled one
+        from orchestrator.watchers import evaluate
+
+        self.state.update_status(message="evaluating the initial policy (step 0)")
+        await evaluate(self, 0)
+        self.book.evaluated_steps.append(0)
+        self.state.update_status(message="")
+        self.save()
+
     async def run(self) -> None:
         """Run until every step is trained, `stop()` is called, or a fatal error."""
         from orchestrator.watchers import report_status, watch_metrics, watch_policy
@@ -360,6 +376,7 @@ class Orchestrator:
         try:
             self.load_results()
             await self.setup()
+            await self.evaluate_initial_policy()
             workers = [asyncio.ensure_future(self.worker()) for _ in range(self.settings.max_concurrent_groups)]
             watchers = [asyncio.ensure_future(c) for c in (watch_policy(self), watch_metrics(self), report_status(self))]
             await self.stopping.wait()

@@ -73,6 +73,8 @@ class RewardClientSettings(_Section):
 
 class EvalSettings(_Section):
     every_steps: int = Field(10, ge=0, description="Evaluate every m trainer steps (0 = never; also at the end).")
+    at_start: bool = Field(True, description="Also evaluate the initial policy (step 0) before any generation: "
+                           "the baseline later scores are read against.")
     num_prompts: int = Field(32, ge=1, description="Held-out prompts per evaluation.")
     k: int = Field(4, ge=1, le=1024, description="Samples per prompt: avg@k and pass@k.")
     temperature: float = Field(0.7, gt=0, le=10, description="Evaluation sampling temperature.")

@@ -71,6 +71,7 @@ def test_async_run_survives_orchestrator_kill_and_resumes(tmp_path, log_path):
         assert by_step[step]["lag_histogram"] == row["lag_histogram"], step
         assert by_step[step]["values"]["loss"] == pytest.approx(row["metrics"]["loss"])
     assert any(rec.get("eval") for rec in series), "no evaluation was recorded"
+    assert by_step[0]["eval"], "the initial policy (step 0) was not evaluated"
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

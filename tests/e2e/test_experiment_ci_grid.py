@@ -56,6 +56,7 @@ def test_ci_grid_runs_end_to_end_resumes_as_a_no_op_and_reports(tmp_path):
         assert max(int(lag) for lag in summary["lag_histogram"]) <= 1  # k = 1 bound
         final = summary["final_eval"]
         assert final["step"] == 2 and 0.0 <= final["avg@2"] <= final["pass@2"] <= 1.0
+        assert summary["evals"][0]["step"] == 0, "no baseline evaluation of the initial policy"
         rows = read_jsonl(cell / "metrics.jsonl")
         assert [r["step"] for r in rows if r["step"] >= 1] == [1, 2]
         assert all(r["values"]["entropy"] > 0 for r in rows if r["step"] >= 1)
