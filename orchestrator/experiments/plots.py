@@ -2,7 +2,9 @@
 
 Every figure has one column per lag bound k; lines are losses (plus any
 other varied axis such as ppo_epochs), the mean over seeds with the seed
-min..max shaded. The Agg backend is chosen inside `write_plots`, never at import.
+min..max shaded. Per-step batch values (entropy, repetition, clip fractions)
+are drawn faint with a 3-step centered moving average on top; held-out
+scores are drawn as measured. The Agg backend is chosen inside `write_plots`, never at import.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ def series(group: Group, key: str, eval_key: bool = False) -> tuple[list[int], l
             [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps])
 
 
+#: Centered moving-average window drawn over per-step batch values (eval scores are drawn as measured).
+SMOOTH_WINDOW = 3
+
+
+def moving_average(values: list[float], window: int = SMOOTH_WINDOW) -> list[float]:
+    """Centered moving average; the window shrinks at the ends so every point keeps its step."""
+    half = window // 2
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - half): i + half + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
 def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, title: str) -> Path:
     """A grid of panels: one row per (label, key, is_eval), one column per k; lines per loss."""
     import matplotlib.pyplot as plt
@@ -48,7 +64,11 @@ def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, 
                 if not steps:
                     continue
                 drawn += 1
-                ax.plot(steps, mean, marker="o", ms=3, color=colours[g.label], label=g.label)
+                if is_eval or len(steps) < SMOOTH_WINDOW:
+                    ax.plot(steps, mean, marker="o", ms=3, color=colours[g.label], label=g.label)
+                else:  # one batch of samples per step is noisy: faint per-step values under a moving average
+                    ax.plot(steps, mean, lw=0.8, alpha=0.35, color=colours[g.label], label="_nolegend_")
+                    ax.plot(steps, moving_average(mean), lw=1.8, color=colours[g.label], label=g.label)
                 if len(g.cells) > 1:
                     ax.fill_between(steps, lo, hi, color=colours[g.label], alpha=0.15)
             if not drawn:

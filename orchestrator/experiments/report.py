@@ -293,10 +293,11 @@ def build_report(results: Path, out: Path) -> Path:
         "## Plots", "",
         f"Held-out accuracy ({avg_key}, {pass_key}) vs step, one panel per lag bound k:", "",
         f"![accuracy]({rel(plots['accuracy'])})", "",
-        "Entropy and repetition ratio vs step:", "", f"![entropy and repetition]({rel(plots['entropy_repetition'])})", "",
+        ("Entropy and repetition ratio vs step (thin: per step, one batch each; thick: 3-step moving "
+         "average):"), "", f"![entropy and repetition]({rel(plots['entropy_repetition'])})", "",
         "The weight-mismatch view (paper Sec. 3): mean IS weight of positive- vs negative-advantage tokens:", "",
         f"![IS weights]({rel(plots['is_weights'])})", "",
-        "Clip fractions:", "", f"![clip fractions]({rel(plots['clip_fractions'])})", "",
+        "Clip fractions (thin: per step; thick: 3-step moving average):", "", f"![clip fractions]({rel(plots['clip_fractions'])})", "",
         "Realised lag histograms:", "", f"![lag histograms]({rel(plots['lag_histograms'])})", "",
         "## Runs", "", "| cell | final eval | wall (min) | attempts |", "|---|---|---|---|",
         *[f"| {c.summary['cell']} | {eval_text(c.summary.get('final_eval'))} | "

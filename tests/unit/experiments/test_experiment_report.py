@@ -137,3 +137,10 @@ def test_a_partial_grid_names_the_cells_still_to_run(tmp_path):
     axes["max_off_policy_steps"] = [0]
     (results / "grid.json").write_text(json.dumps({"name": "fixture", "spec": {"axes": axes}, "cells": {}}))
     assert "The grid is complete: all 4 cells." in build_report(results, tmp_path / "full.md").read_text()
+
+
+def test_moving_average_keeps_every_step_and_shrinks_at_the_ends():
+    from orchestrator.experiments.plots import moving_average
+
+    assert moving_average([1.0, 2.0, 6.0, 4.0]) == [1.5, 3.0, 4.0, 5.0]
+    assert moving_average([2.0]) == [2.0]
