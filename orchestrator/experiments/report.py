@@ -23,6 +23,8 @@ from orchestrator.experiments.grid import cell_name, combinations
 from orchestrator.experiments.results import load_results
 
 REPLICATE_AXES = {"loss", "max_off_policy_steps", "seed"}
+#: Hand-written reading of the results, kept in the results folder and included in the report.
+DISCUSSION_FILE = "discussion.md"
 
 
 class ReportError(ValueError):
@@ -248,6 +250,15 @@ def completeness(results: Path, cells: list[CellResult]) -> list[str]:
             "`aspo experiment` with the same grid to go on, then rebuild this report.")]
 
 
+def discussion(results: Path) -> list[str]:
+    """`RESULTS_DIR/discussion.md`, written by hand and kept with the results, under its own heading."""
+    path = results / DISCUSSION_FILE
+    if not path.is_file() or not path.read_text().strip():
+        return []
+    return ["## Discussion", "", (f"*Written by hand from the data above ({DISCUSSION_FILE} in the results "
+            "folder); the sections above are computed.*"), "", path.read_text().strip(), ""]
+
+
 def eval_text(final: dict[str, Any] | None) -> str:
     if not final:
         return "–"
@@ -289,7 +300,7 @@ def build_report(results: Path, out: Path) -> Path:
          "every run shares this budget and the same held-out set. Values are mean ± sample sd over seeds "
          "(no ± with one seed); 'end' values average the last 10% of steps."), held_out_text(cells[0].summary), "",
         "## Final table", "", *table(groups, avg_key, pass_key), "",
-        *findings(groups, avg_key), "", *limits(groups, cells), "",
+        *findings(groups, avg_key), "", *limits(groups, cells), "", *discussion(results),
         "## Plots", "",
         f"Held-out accuracy ({avg_key}, {pass_key}) vs step, one panel per lag bound k:", "",
         f"![accuracy]({rel(plots['accuracy'])})", "",

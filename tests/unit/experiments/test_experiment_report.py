@@ -144,3 +144,13 @@ def test_moving_average_keeps_every_step_and_shrinks_at_the_ends():
 
     assert moving_average([1.0, 2.0, 6.0, 4.0]) == [1.5, 3.0, 4.0, 5.0]
     assert moving_average([2.0]) == [2.0]
+
+
+def test_a_hand_written_discussion_in_the_results_folder_is_included(tmp_path, report):
+    assert "## Discussion" not in report[0]
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    (results / "discussion.md").write_text("ASPO kept entropy higher in these runs.\n")
+    text = build_report(results, tmp_path / "with.md").read_text()
+    assert "## Discussion" in text and "ASPO kept entropy higher in these runs." in text
+    assert text.index("## Discussion") < text.index("## Plots")
