@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -57,12 +58,13 @@ def run_command(
     config: ConfigOpt = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Override run.run_dir (resume by reusing one).")] = None,
 ) -> None:
-    """Everything on one machine: Redis, reward service, vLLM, trainer, orchestrator + dashboard."""
-    import httpx
+    """Everything on one machine: Redis, reward service, vLLM, trainer, orchestrator + dashboard.
+
+    Ctrl-C or SIGTERM stops every component cleanly (exit 130 / 143)."""
     from rich.console import Console
-    from rich.live import Live
 
     from aspo.settings import SettingsError
+    from aspo.signals import deferred_signals, interrupt_on_signals
     from orchestrator.launcher import Launcher
     from orchestrator.runconfig import RunConfig
 
@@ -76,6 +78,24 @@ def run_command(
         raise typer.Exit(2) from None
     launcher = Launcher(cfg)
     code = 0
+    with interrupt_on_signals() as received:  # also under `nohup aspo run &` and on `kill PID`
+        try:
+            code = _run_until_finished(launcher, console)
+        except KeyboardInterrupt:
+            how = "Ctrl-C" if received.signum in (None, signal.SIGINT) else signal.Signals(received.signum).name
+            console.print(f"[yellow]stopping ({how}): orchestrator, trainer, reward, vLLM, Redis")
+            code = received.exit_code()
+        finally:
+            with deferred_signals():
+                launcher.stop()
+    raise typer.Exit(code)
+
+
+def _run_until_finished(launcher, console) -> int:  # noqa: ANN001 - Launcher, rich Console
+    """Start every component, show the live line until the orchestrator finishes; 0 or 1."""
+    import httpx
+    from rich.live import Live
+
     try:
         launcher.start(say=console.print)
         with Live(console=console, refresh_per_second=2) as live:
@@ -90,12 +110,7 @@ def run_command(
                     pass  # the orchestrator is finishing; the loop condition decides
                 time.sleep(1.0)
         console.print(f"[green]run finished: {launcher.run_dir}")
-    except KeyboardInterrupt:
-        console.print("[yellow]stopping (Ctrl-C): orchestrator, trainer, reward, vLLM, Redis")
-        code = 130
     except RuntimeError as err:
         console.print(f"[red]{err}")
-        code = 1
-    finally:
-        launcher.stop()
-    raise typer.Exit(code)
+        return 1
+    return 0

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from aspo.signals import interrupt_on_signals
 from orchestrator.experiments import results as res
 from orchestrator.experiments.grid import Cell, GridError, GridSpec
 
@@ -110,16 +111,14 @@ class GridRunner:
     def _run_locked(self) -> int:
         self.check_configs()
         failed: list[str] = []
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            for i, (cell, state, reason) in enumerate(plan(self.cells, self.results), 1):
-                if not self.run_cell(i, cell, state, reason):
-                    failed.append(cell.name)
-        except KeyboardInterrupt:
-            self.console.print("[yellow]grid interrupted: the next `aspo experiment` resumes the current cell")
-            return 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with interrupt_on_signals() as received:  # Ctrl-C or SIGTERM, also when started with `nohup ... &`
+            try:
+                for i, (cell, state, reason) in enumerate(plan(self.cells, self.results), 1):
+                    if not self.run_cell(i, cell, state, reason):
+                        failed.append(cell.name)
+            except KeyboardInterrupt:
+                self.console.print("[yellow]grid interrupted: the next `aspo experiment` resumes the current cell")
+                return received.exit_code()
         done = sum(s == "done" for _, s, _ in plan(self.cells, self.results))
         self.console.print(f"[{'green' if not failed else 'red'}]grid {self.spec.name}: {done}/{len(self.cells)} "
                            f"cells done" + (f"; failed: {', '.join(failed)} (rerun to retry)" if failed else ""))
@@ -237,6 +236,3 @@ def res_log_tail(run_dir: Path, lines: int = 15) -> str:
 
     return log_tail(run_dir / "experiment.log", lines)
 
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

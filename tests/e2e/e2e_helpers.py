@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +26,14 @@ def smoke_config(tmp: Path, **run_overrides) -> Path:  # noqa: ANN003
     return path
 
 
-def start_run(config: Path, log: Path) -> subprocess.Popen:
+def start_run(config: Path, log: Path, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`aspo run`; `sigint_ignored` starts it the way `nohup aspo run &` (or a CI script) does."""
     env = dict(os.environ)
     env.pop("REDIS_URL", None)
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen(
         [sys.executable, "-m", "aspo", "run", "--config", str(config)],
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=preexec,
     )
 
 

@@ -81,7 +81,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def test_sync_run_ctrl_c_stops_everything_and_resumes(tmp_path, log_path):
     run_dir = tmp_path / "sync"
     cfg = smoke_config(tmp_path, run_dir=str(run_dir), total_steps=3, max_off_policy_steps=0)
-    first = start_run(cfg, log_path)
+    first = start_run(cfg, log_path, sigint_ignored=True)  # as under `nohup aspo run &`: Ctrl-C must still stop it
     url = dashboard_url(run_dir, first)
     wait_status(url, first, lambda s: s["trainer_step"] >= 1)
     children = _descendants(first.pid)

@@ -153,12 +153,14 @@ class HangingRunner(GridRunner):
     """The real launch path with a child that never finishes (stands in for a hung `aspo run`)."""
 
     def run_argv(self, run_dir):
-        return [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"]
+        # like `aspo run`, it turns SIGINT into KeyboardInterrupt even if started with SIGINT ignored
+        return [sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                "while True: time.sleep(0.1)"]
 
 
 def test_a_hung_run_is_stopped_at_the_cell_timeout_and_recorded(tmp_path):
     spec, cells, results = grid(tmp_path)
-    spec = spec.model_copy(update={"cell_timeout_min": 0.03})
+    spec = spec.model_copy(update={"cell_timeout_min": 0.1})  # 6 s: time for the child to start on a busy machine
     runner = HangingRunner(spec, cells[:1], results, console=Console(quiet=True))
     assert runner.run() == 1
     entry = json.loads((results / "grid.json").read_text())["cells"]["aspo"]
