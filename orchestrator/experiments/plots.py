@@ -52,7 +52,7 @@ def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, 
 
     ks = sorted({g.k for g in groups})
     fig, axes = plt.subplots(len(rows), len(ks), figsize=(4.2 * len(ks), 3.0 * len(rows)), squeeze=False,
-                             sharex=True)
+                             sharex=True, sharey="row")  # one y scale per row: panels compare across k
     labels = sorted({g.label for g in groups})
     colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     for r, (ylabel, key, is_eval) in enumerate(rows):
@@ -75,6 +75,7 @@ def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, 
                 ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(f"k = {k}" if r == 0 else "")
             ax.set_ylabel(ylabel if c == 0 else "")
+            ax.tick_params(labelleft=True)  # shared scale, but each panel keeps its numbers
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if r == len(rows) - 1:

@@ -213,7 +213,20 @@ def limits(groups: list[Group], cells: list[CellResult]) -> list[str]:
          "held-out set moves in coarse steps."),
         ("- Lag is what the system realised, not what k allows: a fast trainer (or a slow generator) keeps lag "
          "below the bound, see the lag histograms."),
+        *repetition_limit(cells),
     ]
+
+
+def repetition_limit(cells: list[CellResult]) -> list[str]:
+    """A plain statement when the repetition ratio never moved off 0 (short answers have no 20-grams)."""
+    values = [float(r["values"]["repetition"]) for c in cells for r in c.rows if "repetition" in r.get("values", {})]
+    if not values or max(values) > 0:
+        return []
+    lengths = [v for c in cells if (v := c.summary["end"].get("response_length")) is not None]
+    length = f" (mean response length at the end: {fmt(mean(lengths), 1)} tokens)" if lengths else ""
+    return [(f"- The repetition ratio (repeated word 20-grams, Archer2.0's definition) was 0 at every step of every "
+             f"run{length}: answers this short have almost no 20-word spans, so this study cannot show repetition "
+             "effects either way.")]
 
 
 # ---------------------------------------------------------------- markdown

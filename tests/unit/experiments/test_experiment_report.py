@@ -154,3 +154,17 @@ def test_a_hand_written_discussion_in_the_results_folder_is_included(tmp_path, r
     text = build_report(results, tmp_path / "with.md").read_text()
     assert "## Discussion" in text and "ASPO kept entropy higher in these runs." in text
     assert text.index("## Discussion") < text.index("## Plots")
+
+
+def test_a_repetition_ratio_that_never_moved_is_called_out(tmp_path, report):
+    assert "was 0 at every step of every run" not in report[0]  # the fixtures have repetition > 0
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    for metrics in results.glob("*/metrics.jsonl"):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        for row in rows:
+            if "repetition" in row["values"]:
+                row["values"]["repetition"] = 0.0
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = build_report(results, tmp_path / "flat.md").read_text()
+    assert "The repetition ratio (repeated word 20-grams, Archer2.0's definition) was 0 at every step" in text
