@@ -24,7 +24,7 @@ def write_grid(tmp_path: Path, **fields) -> Path:
 
 
 def test_committed_grids_parse_with_one_budget_and_one_held_out_set(tmp_path):
-    for name, n_cells in (("ci", 2), ("study", 32)):
+    for name, n_cells in (("ci", 2), ("study", 32), ("epochs", 8)):
         spec, base = load_grid(REPO / "configs" / "experiments" / f"{name}.yaml")
         cells = expand(spec, base, tmp_path / name)
         assert len(cells) == n_cells
@@ -37,6 +37,19 @@ def test_committed_grids_parse_with_one_budget_and_one_held_out_set(tmp_path):
         for c in cells:
             assert Path(c.config["run"]["run_dir"]) == tmp_path / name / c.name
             RunConfig.model_validate(c.config)
+
+
+def test_the_epochs_supplement_differs_from_the_study_only_in_its_batching(tmp_path):
+    study = {c.name: c.config for c in expand(*load_grid(REPO / "configs/experiments/study.yaml"), tmp_path / "s")}
+    for cell in expand(*load_grid(REPO / "configs/experiments/epochs.yaml"), tmp_path / "e"):
+        twin = study[cell.name.replace(f"-ep{cell.values['ppo_epochs']}", "")]
+        assert cell.config["trainer"]["batching"]["ppo_epochs"] == cell.values["ppo_epochs"]
+        assert cell.config["trainer"]["batching"]["mini_batches"] == 4
+        for section in ("run", "orchestrator"):
+            ours = {k: v for k, v in cell.config[section].items() if k not in ("run_dir", "run_id")}
+            theirs = {k: v for k, v in twin[section].items() if k not in ("run_dir", "run_id")}
+            assert ours == theirs, section
+        assert cell.config["trainer"]["optimizer"] == twin["trainer"]["optimizer"]
 
 
 def test_study_runs_every_setting_of_seed_0_before_seed_1(tmp_path):
