@@ -77,7 +77,6 @@ def run_command(
         console.print(f"[red]{err}")
         raise typer.Exit(2) from None
     launcher = Launcher(cfg)
-    code = 0
     with interrupt_on_signals() as received:  # also under `nohup aspo run &` and on `kill PID`
         try:
             code = _run_until_finished(launcher, console)
