@@ -285,7 +285,8 @@ def held_out_text(summary: dict[str, Any]) -> str:
         return "The held-out set is the same for every run."
     return (f"Held-out evaluation (the same prompts for every run): {ev.get('num_prompts', '?')} prompts x "
             f"{ev.get('k', '?')} samples at temperature {ev.get('temperature', '?')}, every "
-            f"{ev.get('every_steps', '?')} steps and at the end.")
+            f"{ev.get('every_steps', '?')} steps and at the end, after the initial policy (step 0) where that "
+            "was recorded.")
 
 
 def build_report(results: Path, out: Path) -> Path:
