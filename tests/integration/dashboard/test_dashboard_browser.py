@@ -296,22 +296,6 @@ def test_empty_run_then_a_single_step(driver) -> None:
         server.stop()
 
 
-class RecordingControl:
-    """A `RunControl` that only records what the page asked for."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pause(self) -> None:
-        self.calls.append("pause")
-
-    def resume(self) -> None:
-        self.calls.append("resume")
-
-    def stop(self) -> None:
-        self.calls.append("stop")
-
-
 def _click_and_read(driver, action: str, previous: str) -> str:
     """Click a control button and return the result line once it changed."""
     driver.execute_script("document.getElementById('ctl-result').textContent = ''")
@@ -320,11 +304,11 @@ def _click_and_read(driver, action: str, previous: str) -> str:
     return driver.find_element("id", "ctl-result").text
 
 
-def test_control_bar_needs_the_token_and_calls_the_loop(driver) -> None:
+def test_control_bar_needs_the_token_and_calls_the_loop(driver, recording_control) -> None:
     token = "dashboard-test-token-7f3a9c"
     state = RunState("control-run")
     state.update_status(state="running", total_steps=10)
-    control = RecordingControl()
+    control = recording_control
     server = DashboardServer(create_dashboard_app(state, control, api_token=token), port=0)
     url = server.start()
     try:
@@ -366,10 +350,10 @@ def test_control_bar_needs_the_token_and_calls_the_loop(driver) -> None:
         server.stop()
 
 
-def test_control_bar_without_a_configured_token_says_control_is_disabled(driver) -> None:
+def test_control_bar_without_a_configured_token_says_control_is_disabled(driver, recording_control) -> None:
     state = RunState("no-control-run")
     state.update_status(state="running")
-    server = DashboardServer(create_dashboard_app(state, RecordingControl()), port=0)
+    server = DashboardServer(create_dashboard_app(state, recording_control), port=0)
     url = server.start()
     try:
         driver.get(url + "/")

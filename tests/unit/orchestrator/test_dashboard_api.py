@@ -25,20 +25,6 @@ from orchestrator.state import QueueDepths, RunState, SampleRecord, StepRecord
 TOKEN = "s3cr3t-T0ken-for-tests-only-xyz"
 
 
-class RecordingControl:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pause(self) -> None:
-        self.calls.append("pause")
-
-    def resume(self) -> None:
-        self.calls.append("resume")
-
-    def stop(self) -> None:
-        self.calls.append("stop")
-
-
 def _filled_state() -> RunState:
     state = RunState("run-42")
     state.update_status(state="running", policy_version=6, trainer_step=7, total_steps=100, max_off_policy_steps=2,
@@ -109,8 +95,8 @@ def test_samples_are_newest_first_and_limited(client: TestClient) -> None:
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
-def test_control_is_disabled_without_a_token() -> None:
-    control = RecordingControl()
+def test_control_is_disabled_without_a_token(recording_control) -> None:
+    control = recording_control
     client = TestClient(create_dashboard_app(_filled_state(), control=control))
     for action in ("pause", "resume", "stop"):
         response = client.post(f"/api/{action}", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -121,8 +107,8 @@ def test_control_is_disabled_without_a_token() -> None:
     assert response.status_code == 503 and "no run control" in response.json()["detail"]
 
 
-def test_control_needs_the_right_bearer_token() -> None:
-    control = RecordingControl()
+def test_control_needs_the_right_bearer_token(recording_control) -> None:
+    control = recording_control
     client = TestClient(create_dashboard_app(_filled_state(), control=control, api_token=TOKEN))
     for headers in ({}, {"Authorization": "Bearer wrong-token-of-some-length"}, {"Authorization": TOKEN},
                     {"Authorization": f"Basic {TOKEN}"}):
@@ -197,8 +183,8 @@ def test_env_prefix_sets_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert DashboardSettings().port == 9123
 
 
-def test_recording_control_satisfies_the_protocol() -> None:
-    assert isinstance(RecordingControl(), RunControl)
+def test_recording_control_satisfies_the_protocol(recording_control) -> None:
+    assert isinstance(recording_control, RunControl)
     assert not isinstance(object(), RunControl)
 
 
