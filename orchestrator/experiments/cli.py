@@ -41,7 +41,7 @@ def experiment_command(
                 console.print(f"{i:3d}/{len(cells)} {cell.name:<32} {state:<12} {reason}")
             raise typer.Exit(0)
         code = GridRunner(spec, cells, folder, keep_artifacts=keep_artifacts, wipe_changed=wipe_changed,
-                          console=console).run()
+                          console=console, grid_file=grid).run()
     except SettingsError as err:
         console.print(f"[red]{err}")
         raise typer.Exit(2) from None

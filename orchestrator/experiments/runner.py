@@ -60,10 +60,10 @@ def plan(cells: list[Cell], results: Path) -> list[tuple[Cell, res.CellState, st
 
 class GridRunner:
     def __init__(self, spec: GridSpec, cells: list[Cell], results: Path, *, keep_artifacts: bool = False,
-                 wipe_changed: bool = False, console=None) -> None:
+                 wipe_changed: bool = False, console=None, grid_file: Path | None = None) -> None:
         from rich.console import Console
 
-        self.spec, self.cells, self.results = spec, cells, results
+        self.spec, self.cells, self.results, self.grid_file = spec, cells, results, grid_file
         self.keep_artifacts, self.wipe_changed = keep_artifacts, wipe_changed
         self.console = console or Console()
         self.index = self._load_index()
@@ -72,7 +72,9 @@ class GridRunner:
     def _load_index(self) -> dict[str, Any]:
         path = self.results / "grid.json"
         old = json.loads(path.read_text()) if path.is_file() else {}
-        return {"name": self.spec.name, "spec": self.spec.model_dump(mode="json"), "cells": old.get("cells", {})}
+        grid_file = self.grid_file.as_posix() if self.grid_file else old.get("grid_file")
+        return {"name": self.spec.name, "grid_file": grid_file, "spec": self.spec.model_dump(mode="json"),
+                "cells": old.get("cells", {})}
 
     def record(self, cell: Cell, **fields: Any) -> None:
         entry = self.index["cells"].setdefault(cell.name, {"axes": cell.values, "wall_s": 0.0, "attempts": 0})

@@ -139,6 +139,21 @@ def test_a_partial_grid_names_the_cells_still_to_run(tmp_path):
     assert "The grid is complete: all 4 cells." in build_report(results, tmp_path / "full.md").read_text()
 
 
+def test_the_report_names_the_one_command_that_reruns_a_cell(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    index = {"name": "fixture", "grid_file": "configs/experiments/mine.yaml", "spec": {"axes": {}}, "cells": {}}
+    (results / "grid.json").write_text(json.dumps(index))
+    text = build_report(results, tmp_path / "r.md").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("Rerun any cell"))
+    assert "`aspo experiment --grid configs/experiments/mine.yaml --only " in line and "--results results/rerun`" in line
+    cell = line.split("--only ")[1].split()[0]
+    assert (results / cell / "summary.json").is_file()
+    del index["grid_file"]  # written before grids recorded their file: the grid's name gives the usual path
+    (results / "grid.json").write_text(json.dumps(index))
+    assert "--grid configs/experiments/fixture.yaml --only" in build_report(results, tmp_path / "r.md").read_text()
+
+
 def test_moving_average_keeps_every_step_and_shrinks_at_the_ends():
     from orchestrator.experiments.plots import moving_average
 

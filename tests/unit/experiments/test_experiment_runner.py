@@ -49,18 +49,20 @@ def grid(tmp_path: Path):
 
 def test_a_second_invocation_skips_done_cells_and_resumes_the_rest(tmp_path):
     spec, cells, results = grid(tmp_path)
-    first = FakeRunner(spec, cells, results, fail=("grpo",))
+    first = FakeRunner(spec, cells, results, fail=("grpo",), grid_file=tmp_path / "grid.yaml")
     assert first.run() == 1
     assert first.launched == ["aspo", "grpo", "dapo"]  # a failure does not stop the grid
     index = json.loads((results / "grid.json").read_text())
     assert index["cells"]["grpo"]["state"] == "failed" and "out of memory" in index["cells"]["grpo"]["log_tail"]
     assert index["cells"]["aspo"]["state"] == "done" and index["order"] == ["aspo", "grpo", "dapo"]
+    assert index["grid_file"] == (tmp_path / "grid.yaml").as_posix()
     assert (results / "aspo" / "summary.json").is_file() and not (results / "aspo" / "checkpoints").exists()
     second = FakeRunner(spec, cells, results)
     assert second.run() == 0
     assert second.launched == ["grpo"]
     index = json.loads((results / "grid.json").read_text())
     assert {c["state"] for c in index["cells"].values()} == {"done"}
+    assert index["grid_file"] == (tmp_path / "grid.yaml").as_posix()  # kept by a runner not told the file
     assert index["cells"]["grpo"]["attempts"] == 2
     assert json.loads((results / "grpo" / "summary.json").read_text())["attempts"] == 2
 
