@@ -7,6 +7,7 @@ only the decisions around it: skip, condense, resume, wipe, refuse, record failu
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,6 +97,23 @@ def test_an_inconsistent_cell_is_wiped_and_rerun(tmp_path):
     assert runner.run() == 0 and runner.launched == ["aspo"]
     assert not (run / "stray.txt").exists()
     assert json.loads((run / "summary.json").read_text())["steps_trained"] == 2
+
+
+def test_a_cell_whose_folder_was_deleted_reruns_with_its_wall_time_and_attempts_reset(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    assert FakeRunner(spec, cells[:1], results, fail=("aspo",)).run() == 1
+    assert FakeRunner(spec, cells[:1], results).run() == 0
+    index = json.loads((results / "grid.json").read_text())["cells"]["aspo"]
+    assert index["attempts"] == 2
+    index_path = results / "grid.json"
+    stored = json.loads(index_path.read_text())
+    stored["cells"]["aspo"]["wall_s"] = 3600.0  # an hour from the deleted run's attempts
+    index_path.write_text(json.dumps(stored))
+    shutil.rmtree(results / "aspo")  # delete a finished cell to rerun it from scratch
+    assert FakeRunner(spec, cells[:1], results).run() == 0
+    summary = json.loads((results / "aspo" / "summary.json").read_text())
+    assert summary["attempts"] == 1 and summary["wall_s"] < 60
+    assert json.loads(index_path.read_text())["cells"]["aspo"]["attempts"] == 1
 
 
 def test_a_cell_run_with_another_config_is_refused_unless_wipe_changed(tmp_path):
