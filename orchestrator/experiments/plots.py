@@ -10,7 +10,7 @@ scores are drawn as measured. The Agg backend is chosen inside `write_plots`, ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from orchestrator.experiments.report import Group
@@ -152,6 +152,55 @@ def lag_plot(groups: list[Group], path: Path) -> Path:
     return path
 
 
+def sweep_points(groups: list[Group], values: Callable[[Group], list[float]]
+                 ) -> dict[str, list[tuple[int, float, float, float]]]:
+    """label -> [(k, mean, min, max) over the group's seeds], k ascending; groups without values left out."""
+    points: dict[str, list[tuple[int, float, float, float]]] = {}
+    for g in sorted(groups, key=lambda g: (g.label, g.k)):
+        vals = values(g)
+        if vals:
+            points.setdefault(g.label, []).append((g.k, sum(vals) / len(vals), min(vals), max(vals)))
+    return points
+
+
+def lag_sweep_plot(groups: list[Group], path: Path, avg_key: str) -> Path:
+    """End-of-run values against the lag bound k, one line per loss: the study in one figure.
+
+    Points are the mean over seeds, bars the seed min..max; lines are offset a little
+    along x so that the bars of different losses do not hide each other."""
+    import matplotlib.pyplot as plt
+
+    panels = ((f"final held-out {avg_key}", lambda g: g.finals(avg_key)),
+              ("entropy at the end (nats/token)", lambda g: g.ends("entropy")),
+              ("train reward at the end", lambda g: g.ends("reward_mean")))
+    labels = sorted({g.label for g in groups})
+    ks = sorted({g.k for g in groups})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    for ax, (ylabel, values) in zip(axes[0], panels):
+        points = sweep_points(groups, values)
+        for i, lab in enumerate(labels):
+            if not points.get(lab):
+                continue
+            shift = (i - (len(labels) - 1) / 2) * 0.06
+            ks_, means, lo, hi = zip(*points[lab])
+            ax.errorbar([k + shift for k in ks_], means, yerr=[[m - a for m, a in zip(means, lo)],
+                                                                [b - m for m, b in zip(means, hi)]],
+                        marker="o", ms=4, capsize=3, color=f"C{i % 10}",
+                        linestyle=LINESTYLES[i // 10 % len(LINESTYLES)], label=lab)
+        ax.set_xticks(ks)
+        ax.set_xlabel("lag bound k (max_off_policy_steps)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.suptitle("End of run against the lag bound (mean over seeds, bars: seed min..max)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if names:
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) -> dict[str, Path]:
     """All figures into out_dir; returns name -> path."""
     import matplotlib
@@ -160,6 +209,7 @@ def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) 
     out_dir.mkdir(parents=True, exist_ok=True)
     avg, pas = eval_keys
     return {
+        "lag_sweep": lag_sweep_plot(groups, out_dir / "lag_sweep.png", avg),
         "accuracy": _panels(groups, [(f"held-out {avg}", avg, True), (f"held-out {pas}", pas, True)],
                             out_dir / "accuracy.png", "Held-out accuracy vs step"),
         "entropy_repetition": _panels(groups, [("entropy (nats/token)", "entropy", False),

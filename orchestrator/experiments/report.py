@@ -329,6 +329,9 @@ def build_report(results: Path, out: Path) -> Path:
         "## Final table", "", *table(groups, avg_key, pass_key), "",
         *findings(groups, avg_key), "", *limits(groups, cells), "", *discussion(results),
         "## Plots", "",
+        (f"The study in one figure: final held-out {avg_key}, entropy and train reward at the end of each run "
+         "against the lag bound k, one line per loss (mean over seeds; bars: seed min..max):"), "",
+        f"![lag sweep]({rel(plots['lag_sweep'])})", "",
         f"Held-out accuracy ({avg_key}, {pass_key}) vs step, one panel per lag bound k:", "",
         f"![accuracy]({rel(plots['accuracy'])})", "",
         ("Entropy and repetition ratio vs step (thin: per step, one batch each; thick: 3-step moving "

@@ -74,6 +74,6 @@ def test_ci_grid_runs_end_to_end_resumes_as_a_no_op_and_reports(tmp_path):
     assert run_cli(["report", str(results), "--out", str(out)], log, 300) == 0, log.read_text()[-3000:]
     text = out.read_text()
     assert "| aspo | 1 |" in text and "| grpo | 1 |" in text
-    for png in ("accuracy", "entropy_repetition", "is_weights", "clip_fractions", "lag_histograms"):
+    for png in ("accuracy", "entropy_repetition", "is_weights", "clip_fractions", "lag_histograms", "lag_sweep"):
         path = out.parent / "experiments" / f"{png}.png"
         assert path.stat().st_size > 5000, png

@@ -68,7 +68,8 @@ def test_a_result_against_the_paper_is_reported_as_such(tmp_path):
 def test_plots_are_written_next_to_the_report_and_linked(report):
     text, out = report
     pngs = sorted((out.parent / "experiments").glob("*.png"))
-    assert [p.stem for p in pngs] == ["accuracy", "clip_fractions", "entropy_repetition", "is_weights", "lag_histograms"]
+    assert [p.stem for p in pngs] == ["accuracy", "clip_fractions", "entropy_repetition", "is_weights", "lag_histograms",
+                                      "lag_sweep"]
     for png in pngs:
         data = png.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -183,3 +184,17 @@ def test_a_repetition_ratio_that_never_moved_is_called_out(tmp_path, report):
         metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = build_report(results, tmp_path / "flat.md").read_text()
     assert "The repetition ratio (repeated word 20-grams, Archer2.0's definition) was 0 at every step" in text
+
+
+def test_the_lag_sweep_points_are_seed_mean_and_range_per_loss_and_k():
+    from orchestrator.experiments.plots import sweep_points
+    from orchestrator.experiments.report import CellResult, group_cells
+    from orchestrator.experiments.results import load_results
+
+    groups = group_cells([CellResult(s, r) for s, r in load_results(FIXTURES)])
+    points = sweep_points(groups, lambda g: g.finals("avg@2"))
+    assert set(points) == {"aspo", "grpo"}
+    k0, k2 = points["aspo"]  # aspo k=0: avg@2 0.5 and 0.7 over two seeds; k=2: one seed, 0.25
+    assert k0[0] == 0 and k0[1] == pytest.approx(0.6) and k0[2:] == (0.5, 0.7)
+    assert k2 == (2, 0.25, 0.25, 0.25)
+    assert sweep_points(groups, lambda g: []) == {}
