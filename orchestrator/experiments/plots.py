@@ -9,8 +9,9 @@ scores are drawn as measured. The Agg backend is chosen inside `write_plots`, ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.experiments.report import Group

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiments.grid import cell_name, combinations
-from orchestrator.experiments.results import load_results
+from orchestrator.experiments.results import ResultsError, load_results
 
 REPLICATE_AXES = {"loss", "max_off_policy_steps", "seed"}
 #: Hand-written reading of the results, kept in the results folder and included in the report.
@@ -308,7 +308,10 @@ def build_report(results: Path, out: Path) -> Path:
 
     if not results.is_dir():
         raise ReportError(f"results folder {results} does not exist")
-    cells = [CellResult(s, r) for s, r in load_results(results)]
+    try:
+        cells = [CellResult(s, r) for s, r in load_results(results)]
+    except ResultsError as err:
+        raise ReportError(str(err)) from None
     if not cells:
         raise ReportError(f"{results}: no finished cells (no */summary.json); run `aspo experiment` first")
     groups = group_cells(cells)

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 CellState = Literal["pending", "done", "finished", "partial", "inconsistent"]
 ARTIFACTS = ("checkpoints", "policy", "redis")
 LOG_KEEP_BYTES = 256 * 1024
@@ -42,9 +44,19 @@ END_FRACTION = 0.1  # end-of-run values: mean over the last 10% of steps (at lea
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file a run appends to; a last line torn by a crash mid-append is left out."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        try:
+            rows.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            if text.endswith("\n"):  # a complete last line that is not JSON: corruption, not a torn write
+                raise
+    return rows
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -197,10 +209,79 @@ def delete_artifacts(run_dir: Path) -> None:
             log.write_bytes(b"[... truncated by aspo experiment ...]\n" + tail)
 
 
+class ResultsError(ValueError):
+    """A stored result file is unreadable or not what `aspo experiment` writes; the message names it."""
+
+
+Number = float | None
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(extra="allow")  # newer writers may add keys; the report reads these
+
+
+class RunSection(_Stored):
+    loss: str
+    max_off_policy_steps: int = 0
+
+
+class StoredSummary(_Stored):
+    """The part of `summary.json` the report reads."""
+
+    cell: str
+    axes: dict[str, str | int | float | bool]
+    run: RunSection
+    total_steps: int
+    samples_trained: int
+    final_eval: dict[str, Number] | None = None
+    end: dict[str, Number]
+    lag_histogram: dict[int, int]
+    mean_over_steps: dict[str, Number]
+    wall_s: float = 0.0
+    attempts: int = 0
+
+
+class StoredRow(_Stored):
+    """One `metrics.jsonl` row."""
+
+    step: int
+    values: dict[str, Number] = {}
+    lag_histogram: dict[int, int] = {}
+    eval: dict[str, Number] | None = None
+
+
+def _validated(model: type[_Stored], data: Any, where: str) -> dict[str, Any]:
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in err.errors()[:5])
+        raise ResultsError(f"{where}: not a result file written by `aspo experiment` ({problems})") from None
+    return data
+
+
 def load_results(results: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """(summary, metrics rows) of every done cell under a results folder, by cell name."""
+    """(summary, metrics rows) of every done cell under a results folder, by cell name.
+
+    Both files are checked against what the report reads; a broken one raises
+    ResultsError naming the file, the line and the problem instead of failing later."""
     out = []
     for summary_path in sorted(results.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        out.append((summary, read_jsonl(summary_path.parent / "metrics.jsonl")))
+        try:
+            summary = _validated(StoredSummary, json.loads(summary_path.read_text()), str(summary_path))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ResultsError(f"{summary_path}: unreadable ({err})") from None
+        rows_path = summary_path.parent / "metrics.jsonl"
+        rows = []
+        try:
+            lines = rows_path.read_text().splitlines() if rows_path.is_file() else []
+        except (OSError, UnicodeDecodeError) as err:
+            raise ResultsError(f"{rows_path}: unreadable ({err})") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(_validated(StoredRow, json.loads(line), f"{rows_path} line {n}"))
+            except json.JSONDecodeError as err:
+                raise ResultsError(f"{rows_path} line {n}: not JSON ({err})") from None
+        out.append((summary, rows))
     return out

@@ -82,6 +82,10 @@ def test_an_empty_or_missing_results_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="no finished cells"):
         build_report(tmp_path / "empty", tmp_path / "r.md")
+    shutil.copytree(FIXTURES, tmp_path / "broken")
+    (tmp_path / "broken" / "grpo-k2-s0" / "summary.json").write_text('{"cell": "grpo-k2-s0"')
+    with pytest.raises(ReportError, match="grpo-k2-s0/summary.json: unreadable"):
+        build_report(tmp_path / "broken", tmp_path / "r.md")
 
 
 def test_runs_without_any_evaluation_still_get_a_report(tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 from experiment_fakes import fake_finished_run, trainer_row, write_orchestrator, write_trainer_rows
 
 from orchestrator.experiments import results as res
@@ -79,3 +81,32 @@ def test_condense_summarises_and_cleanup_keeps_only_small_files(tmp_path):
     log = (run / "logs" / "vllm.log").read_bytes()
     assert len(log) < res.LOG_KEEP_BYTES + 100 and log.endswith(b"LAST LINE\n")
     assert res.load_results(tmp_path)[0][0]["cell"] == "aspo-k1"
+
+
+def test_a_torn_last_line_is_left_out_but_corruption_elsewhere_is_not(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "val')  # killed mid-append
+    assert [r["step"] for r in res.read_jsonl(path)] == [1, 2]
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(json.JSONDecodeError):
+        res.read_jsonl(path)
+
+
+@pytest.mark.parametrize(("summary", "rows", "named"), [
+    ("{broken", "", "summary.json: unreadable"),
+    ("[]", "", "summary.json: not a result file written by `aspo experiment` (top level"),
+    ('{"cell": "x"}', "", "axes: Field required"),
+    (None, '{"step": 1}\n{"step":', "metrics.jsonl line 2: not JSON"),
+    (None, '{"values": {}}\n', "metrics.jsonl line 1: not a result file written by `aspo experiment` (step: Field"),
+])
+def test_broken_result_files_are_named_with_their_problem(tmp_path, summary, rows, named):
+    run = tmp_path / "aspo-k1"
+    fake_finished_run(run, 2)
+    res.condense(run, "aspo-k1", {"loss": "aspo"}, {"run": {"total_steps": 2, "loss": "aspo"}}, wall_s=1.0, attempts=1)
+    assert len(res.load_results(tmp_path)) == 1  # what condense writes passes the check
+    if summary is not None:
+        (run / "summary.json").write_text(summary)
+    if rows:
+        (run / "metrics.jsonl").write_text(rows)
+    with pytest.raises(res.ResultsError, match=re.escape(named)):
+        res.load_results(tmp_path)

@@ -174,8 +174,8 @@ class HangingRunner(GridRunner):
 
     def run_argv(self, run_dir):
         # like `aspo run`, it turns SIGINT into KeyboardInterrupt even if started with SIGINT ignored
-        return [sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-                "while True: time.sleep(0.1)"]
+        return [sys.executable, "-c", ("import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                "while True: time.sleep(0.1)")]
 
 
 def test_a_hung_run_is_stopped_at_the_cell_timeout_and_recorded(tmp_path):
