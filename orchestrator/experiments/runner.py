@@ -148,9 +148,11 @@ class GridRunner:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
             res.stash_series(run_dir)
-            code = self.launch(i, cell, run_dir)
-            wall, attempts = wall + time.monotonic() - t0, attempts + 1
-            self.record(cell, wall_s=wall)
+            try:
+                code = self.launch(i, cell, run_dir)
+            finally:  # an interrupted attempt's time counts too: the next invocation resumes from it
+                wall, attempts = wall + time.monotonic() - t0, attempts + 1
+                self.record(cell, wall_s=wall)
             state, reason = res.cell_state(run_dir, int(cell.config["run"]["total_steps"]))
             if state != "finished":
                 tail = res_log_tail(run_dir)

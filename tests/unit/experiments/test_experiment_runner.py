@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,22 @@ def test_a_hung_run_is_stopped_at_the_cell_timeout_and_recorded(tmp_path):
     entry = json.loads((results / "grid.json").read_text())["cells"]["aspo"]
     assert entry["state"] == "failed" and entry["returncode"] == 124
     assert "KeyboardInterrupt" in (results / "aspo" / "experiment.log").read_text()  # stopped with Ctrl-C first
+
+
+class InterruptedRunner(FakeRunner):
+    """The grid is interrupted (Ctrl-C / SIGTERM) while the first cell's run is going."""
+
+    def launch(self, i, cell, run_dir):
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_attempt_still_counts_its_wall_time(tmp_path):
+    spec, cells, results = grid(tmp_path)
+    assert InterruptedRunner(spec, cells[:1], results).run() == 130
+    entry = json.loads((results / "grid.json").read_text())["cells"]["aspo"]
+    assert entry["attempts"] == 1 and entry["wall_s"] >= 0.2
+    write_trainer_rows(results / "aspo", [trainer_row(1, {"0": 8})])  # it got one step in: resumable
+    assert FakeRunner(spec, cells[:1], results).run() == 0
+    summary = json.loads((results / "aspo" / "summary.json").read_text())
+    assert summary["attempts"] == 2 and summary["wall_s"] >= 0.2
