@@ -123,9 +123,28 @@ def entropy_findings(groups: list[Group]) -> list[str]:
     return out
 
 
-def pairwise(groups: list[Group], a: str, b: str, key: str, finals: bool) -> list[tuple[str, float, str]]:
-    """Loss a against loss b at each k (same variant): (where, a - b rounded to 3 decimals, sentence)
-    judged against the seed spread; `finals` compares final held-out scores, else end-of-run values."""
+@dataclass
+class Comparison:
+    where: str
+    diff: float              # a - b, rounded to 3 decimals
+    text: str
+    distinguishable: bool | None  # None: one seed each and above the sampling error, so unknown
+
+
+def sampling_error(groups: list[Group], key: str, p: float) -> float | None:
+    """Binomial standard error of one held-out score near p: n = prompts x samples for avg@k, prompts
+    for pass@k. Approximate: correlated samples of one prompt make the real error larger, the held-out
+    set's shared sampling seeds make differences between similar runs less noisy."""
+    ev = next((c.summary.get("evaluation") for g in groups for c in g.cells if c.summary.get("evaluation")), None)
+    if not ev or not ev.get("num_prompts"):
+        return None
+    n = int(ev["num_prompts"]) * (int(ev.get("k") or 1) if key.startswith("avg@") else 1)
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else None
+
+
+def pairwise(groups: list[Group], a: str, b: str, key: str, finals: bool) -> list[Comparison]:
+    """Loss a against loss b at each k (same variant), judged against the seed spread and, for held-out
+    scores (`finals`), the binomial sampling error of the scores; else end-of-run values."""
     out = []
     for ga in (g for g in groups if g.loss == a):
         gb = next((g for g in groups if g.loss == b and g.k == ga.k and g.variant == ga.variant), None)
@@ -134,21 +153,45 @@ def pairwise(groups: list[Group], a: str, b: str, key: str, finals: bool) -> lis
         xa, xb = (ga.finals(key), gb.finals(key)) if finals else (ga.ends(key), gb.ends(key))
         if not xa or not xb:
             continue
-        diff = round(mean(xa) - mean(xb), 3)
+        ma, mb = mean(xa), mean(xb)
+        diff = round(ma - mb, 3)
         spreads = [s for s in (sd(xa), sd(xb)) if s is not None]
+        errors = [sampling_error(groups, key, m) for m in (ma, mb)] if finals else []
+        sampling = math.hypot(*errors) if errors and None not in errors else None
         where = f"k = {ga.k}" + (f", {ga.variant}" if ga.variant else "")
         verdict = f"{a} {'higher' if diff > 0 else 'lower'} by {fmt(abs(diff))}" if diff else f"{a} equal to {b}"
+        distinguishable: bool | None
         if not diff:
-            note = "to 3 decimals"
+            note, distinguishable = "to 3 decimals", False
+        elif sampling is not None and abs(diff) <= 2 * sampling:
+            note = (f"within twice the held-out sampling error of the difference ({fmt(sampling)}, binomial): "
+                    "not distinguishable")
+            distinguishable = False
         elif not spreads:
-            note = "one seed each, so the seed spread is unknown and this difference may be noise"
+            note, distinguishable = "one seed each, so the seed spread is unknown and this difference may be noise", None
         elif abs(diff) > 2 * max(spreads):
             note = f"more than twice the larger seed sd ({fmt(max(spreads))}) over {min(len(xa), len(xb))}+ seeds"
+            if sampling is not None:
+                note += f" and the held-out sampling error ({fmt(sampling)})"
+            distinguishable = True
         else:
-            note = f"within twice the seed sd ({fmt(max(spreads))}): not distinguishable"
+            note, distinguishable = f"within twice the seed sd ({fmt(max(spreads))}): not distinguishable", False
         label = f"held-out {key}" if finals else f"end {key}"
-        out.append((where, diff, f"{where}: {label}: {verdict} ({fmt(mean(xa))} vs {fmt(mean(xb))}); {note}."))
+        out.append(Comparison(where, diff, f"{where}: {label}: {verdict} ({fmt(ma)} vs {fmt(mb)}); {note}.",
+                              distinguishable))
     return out
+
+
+def paper_verdict(c: Comparison) -> str:
+    """How an ASPO - GRPO entropy difference stands against the paper (ASPO keeps entropy higher)."""
+    direction = "agrees" if c.diff > 0 else "contradicts it"
+    if c.diff == 0:
+        return "neither agrees nor contradicts it"
+    if c.distinguishable is False:
+        return f"is too small here to agree or disagree (its sign {'agrees' if c.diff > 0 else 'disagrees'})"
+    if c.distinguishable is None:
+        return f"{direction}, on one seed each"
+    return direction
 
 
 def lag_findings(groups: list[Group]) -> list[str]:
@@ -185,11 +228,10 @@ def findings(groups: list[Group], avg_key: str) -> list[str]:
     ent = entropy_findings(groups)
     lines += [f"- {s}" for s in ent] or ["- Fewer than two losses per k: no entropy comparison."]
     acc = pairwise(groups, "aspo", "grpo", avg_key, finals=True)
-    lines += [f"- ASPO vs GRPO, {text}" for _, _, text in acc]
-    for _, diff, text in pairwise(groups, "aspo", "grpo", "entropy", finals=False):
-        verdict = "agrees" if diff > 0 else "contradicts it" if diff < 0 else "neither agrees nor contradicts it"
-        lines.append(f"- ASPO vs GRPO, {text} The paper reports ASPO keeping entropy higher than GRPO; "
-                     f"this comparison {verdict}.")
+    lines += [f"- ASPO vs GRPO, {c.text}" for c in acc]
+    for c in pairwise(groups, "aspo", "grpo", "entropy", finals=False):
+        lines.append(f"- ASPO vs GRPO, {c.text} The paper reports ASPO keeping entropy higher than GRPO; "
+                     f"this comparison {paper_verdict(c)}.")
     if not acc:
         lines.append("- No ASPO/GRPO pair with held-out scores: no accuracy comparison.")
     lines += [f"- Lag, {s}" for s in lag_findings(groups)]
@@ -197,7 +239,22 @@ def findings(groups: list[Group], avg_key: str) -> list[str]:
     return lines
 
 
-def limits(groups: list[Group], cells: list[CellResult]) -> list[str]:
+def held_out_limit(groups: list[Group], avg_key: str) -> str:
+    """How coarse the held-out scores are: their binomial sampling error at the scores reached."""
+    line = ("- One task family and one held-out set; the held-out scores are binary per sample, so a small "
+            "held-out set moves in coarse steps.")
+    finals = [x for g in groups for x in g.finals(avg_key)]
+    err = sampling_error(groups, avg_key, mean(finals)) if finals else None
+    if not err:
+        return line
+    return (f"{line} At the mean final {avg_key} ({fmt(mean(finals))}) one score's binomial standard error is "
+            f"{fmt(err)}, so two runs' scores must differ by more than {fmt(2 * math.sqrt(2) * err)} to be told "
+            "apart; the ASPO-GRPO comparisons above are judged so. This is approximate both ways: samples of one "
+            "prompt are correlated (the real error is larger), and every run draws its held-out samples with the "
+            "same seeds (differences between similar policies are less noisy).")
+
+
+def limits(groups: list[Group], cells: list[CellResult], avg_key: str) -> list[str]:
     seeds = sorted({len(g.cells) for g in groups})
     steps = sorted({int(c.summary["total_steps"]) for c in cells})
     samples = sorted({int(c.summary["samples_trained"]) for c in cells})
@@ -209,8 +266,7 @@ def limits(groups: list[Group], cells: list[CellResult]) -> list[str]:
         (f"- Runs are short ({', '.join(map(str, steps))} trainer steps, {', '.join(map(str, samples))} trained "
          f"samples) on a small model ({', '.join(sorted(model))}): entropy collapse and repetition in the paper "
          "build up over hundreds of steps of much larger models; absence here is not evidence of absence there."),
-        ("- One task family and one held-out set; the held-out scores are binary per sample, so a small "
-         "held-out set moves in coarse steps."),
+        held_out_limit(groups, avg_key),
         ("- Lag is what the system realised, not what k allows: a fast trainer (or a slow generator) keeps lag "
          "below the bound, see the lag histograms."),
         *repetition_limit(cells),
@@ -330,7 +386,7 @@ def build_report(results: Path, out: Path) -> Path:
          "every run shares this budget and the same held-out set. Values are mean ± sample sd over seeds "
          "(no ± with one seed); 'end' values average the last 10% of steps."), held_out_text(cells[0].summary), "",
         "## Final table", "", *table(groups, avg_key, pass_key), "",
-        *findings(groups, avg_key), "", *limits(groups, cells), "", *discussion(results),
+        *findings(groups, avg_key), "", *limits(groups, cells, avg_key), "", *discussion(results),
         "## Plots", "",
         (f"The study in one figure: final held-out {avg_key}, entropy and train reward at the end of each run "
          "against the lag bound k, one line per loss (mean over seeds; bars: seed min..max):"), "",
