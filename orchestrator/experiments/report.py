@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiments.grid import cell_name, combinations
-from orchestrator.experiments.results import ResultsError, load_results
+from orchestrator.experiments.results import (
+    END_FRACTION,
+    ResultsError,
+    load_results,
+    refresh_summary,
+)
 
 REPLICATE_AXES = {"loss", "max_off_policy_steps", "seed"}
 #: Hand-written reading of the results, kept in the results folder and included in the report.
@@ -358,6 +363,11 @@ def held_out_text(summary: dict[str, Any]) -> str:
             "was recorded.")
 
 
+def end_window(cells: list[CellResult]) -> str:
+    windows = sorted({int(c.summary.get("end_window_steps") or 0) for c in cells})
+    return f"{' or '.join(map(str, windows))} of {cells[0].summary.get('total_steps')}"
+
+
 def build_report(results: Path, out: Path) -> Path:
     """Write `out` (markdown) and its PNGs under `<out stem>/`; returns the markdown path."""
     from orchestrator.experiments.plots import write_plots
@@ -365,6 +375,8 @@ def build_report(results: Path, out: Path) -> Path:
     if not results.is_dir():
         raise ReportError(f"results folder {results} does not exist")
     try:
+        for summary in results.glob("*/summary.json"):  # derived data: summaries of an older version are rewritten
+            refresh_summary(summary.parent)
         cells = [CellResult(s, r) for s, r in load_results(results)]
     except ResultsError as err:
         raise ReportError(str(err)) from None
@@ -384,7 +396,8 @@ def build_report(results: Path, out: Path) -> Path:
         (f"Each run: {s0.get('total_steps')} trainer steps x {s0.get('groups_per_step')} groups x "
          f"{s0.get('group_size')} samples = {samples} rollout samples of at most {s0.get('max_tokens')} tokens; "
          "every run shares this budget and the same held-out set. Values are mean ± sample sd over seeds "
-         "(no ± with one seed); 'end' values average the last 10% of steps."), held_out_text(cells[0].summary), "",
+         f"(no ± with one seed); 'end' values average the last {END_FRACTION:.0%} of steps "
+         f"({end_window(cells)})."), held_out_text(cells[0].summary), "",
         "## Final table", "", *table(groups, avg_key, pass_key), "",
         *findings(groups, avg_key), "", *limits(groups, cells, avg_key), "", *discussion(results),
         "## Plots", "",

@@ -40,7 +40,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 CellState = Literal["pending", "done", "finished", "partial", "inconsistent"]
 ARTIFACTS = ("checkpoints", "policy", "redis")
 LOG_KEEP_BYTES = 256 * 1024
-END_FRACTION = 0.1  # end-of-run values: mean over the last 10% of steps (at least one)
+END_FRACTION = 0.2  # end-of-run values: mean over the last 20% of steps (at least one; 4 of 16)
+#: Bumped when summarise() changes; older summaries are rewritten from the kept metrics.jsonl (refresh_summary).
+SUMMARY_VERSION = 2
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -165,7 +167,7 @@ def summarise(name: str, values: dict[str, Any], config: dict[str, Any], rows: l
     n_lag = sum(hist.values())
     over = lambda key: _mean([r["values"].get(key) for r in trained])
     return {
-        "cell": name, "axes": values, "run": run,
+        "cell": name, "summary_version": SUMMARY_VERSION, "axes": values, "run": run,
         "ppo_epochs": ((config.get("trainer") or {}).get("batching") or {}).get("ppo_epochs"),
         "evaluation": (config.get("orchestrator") or {}).get("evaluation"),
         "eval_tasks": (config.get("orchestrator") or {}).get("eval_tasks"),
@@ -195,6 +197,24 @@ def condense(run_dir: Path, name: str, values: dict[str, Any], config: dict[str,
     summary = summarise(name, values, config, rows, wall_s, attempts, run_status(run_dir))
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def refresh_summary(run_dir: Path) -> bool:
+    """Rewrite a summary.json older than SUMMARY_VERSION from the cell's kept metrics.jsonl and cell.yaml
+    (no run needed; wall time and attempts are kept). True when it was rewritten."""
+    import yaml
+
+    path, metrics, cell_yaml = run_dir / "summary.json", run_dir / "metrics.jsonl", run_dir / "cell.yaml"
+    if not (path.is_file() and metrics.is_file() and cell_yaml.is_file()):
+        return False
+    old = json.loads(path.read_text())
+    if int(old.get("summary_version", 1)) >= SUMMARY_VERSION:
+        return False
+    config = yaml.safe_load(cell_yaml.read_text())
+    summary = summarise(old["cell"], old["axes"], config, read_jsonl(metrics), float(old.get("wall_s", 0.0)),
+                        int(old.get("attempts", 0)), run_status(run_dir) or old.get("status"))
+    write_json(path, summary)
+    return True
 
 
 def delete_artifacts(run_dir: Path) -> None:

@@ -130,7 +130,9 @@ class GridRunner:
         run_dir = self.results / cell.name
         n = len(self.cells)
         if state == "done":
-            self.console.print(f"[dim]cell {i}/{n} {cell.name}: done, skipped")
+            refreshed = res.refresh_summary(run_dir)
+            self.console.print(f"[dim]cell {i}/{n} {cell.name}: done, skipped"
+                               + (" (summary.json rewritten by the current summary version)" if refreshed else ""))
             self.record(cell, state="done")
             return True
         if state == "inconsistent":

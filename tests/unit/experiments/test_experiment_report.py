@@ -239,3 +239,16 @@ def test_an_entropy_difference_within_the_seed_spread_neither_agrees_nor_disagre
     text = build_report(results, tmp_path / "r.md").read_text()
     line = next(l for l in text.splitlines() if "k = 0: end entropy" in l)
     assert "within twice the seed sd" in line and "is too small here to agree or disagree" in line
+
+
+def test_the_report_rewrites_summaries_of_an_older_version_before_reading_them(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    summary = json.loads((results / "aspo-k0-s0" / "summary.json").read_text())
+    assert "summary_version" not in summary  # the fixtures are version-1 summaries without cell.yaml: kept as they are
+    (results / "aspo-k0-s0" / "cell.yaml").write_text(json.dumps({"run": summary["run"]}))  # JSON is YAML
+    text = build_report(results, tmp_path / "r.md").read_text()
+    refreshed = json.loads((results / "aspo-k0-s0" / "summary.json").read_text())
+    assert refreshed["summary_version"] >= 2 and refreshed["end_window_steps"] == 1  # 20% of 4 steps
+    assert "summary_version" not in json.loads((results / "grpo-k0-s0" / "summary.json").read_text())
+    assert "'end' values average the last 20% of steps (1 of 4)." in text

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import yaml
 from experiment_fakes import fake_finished_run, trainer_row, write_orchestrator, write_trainer_rows
 
 from orchestrator.experiments import results as res
@@ -110,3 +111,21 @@ def test_broken_result_files_are_named_with_their_problem(tmp_path, summary, row
         (run / "metrics.jsonl").write_text(rows)
     with pytest.raises(res.ResultsError, match=re.escape(named)):
         res.load_results(tmp_path)
+
+
+def test_an_older_summary_is_rewritten_from_the_kept_metrics_without_a_run(tmp_path):
+    run = tmp_path / "aspo-k1"
+    fake_finished_run(run, 10)
+    config = {"run": {"total_steps": 10, "loss": "aspo"}}
+    (run / "cell.yaml").write_text(yaml.safe_dump(config))
+    current = res.condense(run, "aspo-k1", {"loss": "aspo"}, config, wall_s=42.0, attempts=2)
+    assert current["summary_version"] == res.SUMMARY_VERSION and current["end_window_steps"] == 2  # 20% of 10
+    assert not res.refresh_summary(run)  # already current: left alone
+    old = dict(current, summary_version=1, end={"entropy": 9.9}, end_window_steps=1)
+    (run / "summary.json").write_text(json.dumps(old))
+    assert res.refresh_summary(run)
+    again = json.loads((run / "summary.json").read_text())
+    assert {k: v for k, v in again.items() if k != "written_at"} == {k: v for k, v in current.items() if k != "written_at"}
+    res.delete_artifacts(run)  # a committed cell keeps what refreshing needs
+    (run / "summary.json").write_text(json.dumps(old))
+    assert res.refresh_summary(run) and json.loads((run / "summary.json").read_text())["end"] == current["end"]
