@@ -99,6 +99,7 @@ def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, 
 def is_weight_plot(groups: list[Group], path: Path) -> Path:
     """The paper's weight-mismatch view: mean IS weight of positive- vs negative-advantage tokens."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ks = sorted({g.k for g in groups})
     fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.2), squeeze=False)
@@ -116,10 +117,16 @@ def is_weight_plot(groups: list[Group], path: Path) -> Path:
         ax.set_xlabel("trainer step")
         ax.set_ylabel("mean IS weight" if c == 0 else "")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[1]:
-            ax.legend(fontsize=7)
-    fig.suptitle("IS weight of positive (solid) vs negative (dashed) advantage tokens", y=1.02)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    names: dict[str, object] = {}
+    for ax in axes.flat:  # one legend for the figure: every (loss, sign) once
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            names.setdefault(n, h)
+    fig.suptitle("IS weight of positive (solid) vs negative (dashed) advantage tokens")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    if names:
+        fig.legend(list(names.values()), list(names), loc="lower center", ncol=min(len(names), 8), frameon=False,
+                   fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
