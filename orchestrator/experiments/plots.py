@@ -46,6 +46,25 @@ def moving_average(values: list[float], window: int = SMOOTH_WINDOW) -> list[flo
     return out
 
 
+def _finish(fig, axes, path: Path, title: str, bottom: float = 0.08, ncol: int = 6) -> Path:
+    """Title, one legend below the panels (every label of every panel once: a loss may be missing at
+    some k), save as PNG and close."""
+    import matplotlib.pyplot as plt
+
+    labelled: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(name, handle)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    if labelled:
+        fig.legend(list(labelled.values()), list(labelled), loc="lower center", ncol=min(len(labelled), ncol),
+                   frameon=False, fontsize=8 if ncol > 6 else None)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, title: str) -> Path:
     """A grid of panels: one row per (label, key, is_eval), one column per k; lines per loss."""
     import matplotlib.pyplot as plt
@@ -81,19 +100,7 @@ def _panels(groups: list[Group], rows: list[tuple[str, str, bool]], path: Path, 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if r == len(rows) - 1:
                 ax.set_xlabel("trainer step")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    for ax in axes.flat:  # collect labels from every panel (a loss may be missing at some k)
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    if names:
-        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path, title, bottom=0.07)
 
 
 def is_weight_plot(groups: list[Group], path: Path) -> Path:
@@ -118,18 +125,8 @@ def is_weight_plot(groups: list[Group], path: Path) -> Path:
         ax.set_ylabel("mean IS weight" if c == 0 else "")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    names: dict[str, object] = {}
-    for ax in axes.flat:  # one legend for the figure: every (loss, sign) once
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            names.setdefault(n, h)
-    fig.suptitle("IS weight of positive (solid) vs negative (dashed) advantage tokens")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    if names:
-        fig.legend(list(names.values()), list(names), loc="lower center", ncol=min(len(names), 8), frameon=False,
-                   fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path, "IS weight of positive (solid) vs negative (dashed) advantage tokens",
+                   bottom=0.1, ncol=8)
 
 
 def lag_plot(groups: list[Group], path: Path) -> Path:
@@ -199,14 +196,7 @@ def lag_sweep_plot(groups: list[Group], path: Path, avg_key: str) -> Path:
         ax.set_xlabel("lag bound k (max_off_policy_steps)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.suptitle("End of run against the lag bound (mean over seeds, bars: seed min..max)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    if names:
-        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path, "End of run against the lag bound (mean over seeds, bars: seed min..max)")
 
 
 def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) -> dict[str, Path]:
