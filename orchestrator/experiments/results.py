@@ -207,11 +207,16 @@ def refresh_summary(run_dir: Path) -> bool:
     path, metrics, cell_yaml = run_dir / "summary.json", run_dir / "metrics.jsonl", run_dir / "cell.yaml"
     if not (path.is_file() and metrics.is_file() and cell_yaml.is_file()):
         return False
-    old = json.loads(path.read_text())
-    if int(old.get("summary_version", 1)) >= SUMMARY_VERSION:
+    try:
+        old = json.loads(path.read_text())
+        current = int(old.get("summary_version", 1)) >= SUMMARY_VERSION
+        name, axes = old["cell"], old["axes"]
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return False  # not a summary this can rewrite: load_results names the problem
+    if current:
         return False
     config = yaml.safe_load(cell_yaml.read_text())
-    summary = summarise(old["cell"], old["axes"], config, read_jsonl(metrics), float(old.get("wall_s", 0.0)),
+    summary = summarise(name, axes, config, read_jsonl(metrics), float(old.get("wall_s", 0.0)),
                         int(old.get("attempts", 0)), run_status(run_dir) or old.get("status"))
     write_json(path, summary)
     return True

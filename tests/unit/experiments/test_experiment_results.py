@@ -103,12 +103,15 @@ def test_a_torn_last_line_is_left_out_but_corruption_elsewhere_is_not(tmp_path):
 def test_broken_result_files_are_named_with_their_problem(tmp_path, summary, rows, named):
     run = tmp_path / "aspo-k1"
     fake_finished_run(run, 2)
-    res.condense(run, "aspo-k1", {"loss": "aspo"}, {"run": {"total_steps": 2, "loss": "aspo"}}, wall_s=1.0, attempts=1)
+    config = {"run": {"total_steps": 2, "loss": "aspo"}}
+    (run / "cell.yaml").write_text(yaml.safe_dump(config))  # a real cell: its summary could be refreshed
+    res.condense(run, "aspo-k1", {"loss": "aspo"}, config, wall_s=1.0, attempts=1)
     assert len(res.load_results(tmp_path)) == 1  # what condense writes passes the check
     if summary is not None:
         (run / "summary.json").write_text(summary)
     if rows:
         (run / "metrics.jsonl").write_text(rows)
+    assert not res.refresh_summary(run)  # a broken summary is left for load_results to name
     with pytest.raises(res.ResultsError, match=re.escape(named)):
         res.load_results(tmp_path)
 
