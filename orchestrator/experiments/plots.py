@@ -46,7 +46,8 @@ def moving_average(values: list[float], window: int = SMOOTH_WINDOW) -> list[flo
     return out
 
 
-def _finish(fig, axes, path: Path, title: str, bottom: float = 0.08, ncol: int = 6) -> Path:
+def _finish(fig, axes, path: Path, title: str, bottom: float = 0.08, ncol: int = 6,
+            fontsize: float | None = None) -> Path:
     """Title, one legend below the panels (every label of every panel once: a loss may be missing at
     some k), save as PNG and close."""
     import matplotlib.pyplot as plt
@@ -59,7 +60,7 @@ def _finish(fig, axes, path: Path, title: str, bottom: float = 0.08, ncol: int =
     fig.tight_layout(rect=(0, bottom, 1, 1))
     if labelled:
         fig.legend(list(labelled.values()), list(labelled), loc="lower center", ncol=min(len(labelled), ncol),
-                   frameon=False, fontsize=8 if ncol > 6 else None)
+                   frameon=False, fontsize=fontsize)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -126,7 +127,7 @@ def is_weight_plot(groups: list[Group], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish(fig, axes, path, "IS weight of positive (solid) vs negative (dashed) advantage tokens",
-                   bottom=0.1, ncol=8)
+                   bottom=0.1, ncol=8, fontsize=8)
 
 
 def lag_plot(groups: list[Group], path: Path) -> Path:

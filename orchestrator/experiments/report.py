@@ -130,7 +130,6 @@ def entropy_findings(groups: list[Group]) -> list[str]:
 
 @dataclass
 class Comparison:
-    where: str
     diff: float              # a - b, rounded to 3 decimals
     text: str
     distinguishable: bool | None  # None: one seed each and above the sampling error, so unknown
@@ -182,21 +181,19 @@ def pairwise(groups: list[Group], a: str, b: str, key: str, finals: bool) -> lis
         else:
             note, distinguishable = f"within twice the seed sd ({fmt(max(spreads))}): not distinguishable", False
         label = f"held-out {key}" if finals else f"end {key}"
-        out.append(Comparison(where, diff, f"{where}: {label}: {verdict} ({fmt(ma)} vs {fmt(mb)}); {note}.",
+        out.append(Comparison(diff, f"{where}: {label}: {verdict} ({fmt(ma)} vs {fmt(mb)}); {note}.",
                               distinguishable))
     return out
 
 
 def paper_verdict(c: Comparison) -> str:
     """How an ASPO - GRPO entropy difference stands against the paper (ASPO keeps entropy higher)."""
-    direction = "agrees" if c.diff > 0 else "contradicts it"
     if c.diff == 0:
         return "neither agrees nor contradicts it"
     if c.distinguishable is False:
         return f"is too small here to agree or disagree (its sign {'agrees' if c.diff > 0 else 'disagrees'})"
-    if c.distinguishable is None:
-        return f"{direction}, on one seed each"
-    return direction
+    direction = "agrees" if c.diff > 0 else "contradicts it"
+    return direction if c.distinguishable else f"{direction}, on one seed each"
 
 
 def lag_findings(groups: list[Group]) -> list[str]:

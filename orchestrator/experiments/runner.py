@@ -142,7 +142,6 @@ class GridRunner:
         wall, attempts = float(entry.get("wall_s", 0.0)), int(entry.get("attempts", 0))
         if state in ("pending", "inconsistent"):  # no folder (deleted to rerun) or wiped: its history is gone too
             wall, attempts = 0.0, 0
-            self.record(cell, wall_s=0.0, attempts=0)
         if state != "finished":
             self.console.print(f"cell {i}/{n} {cell.name}: {reason}")
             t0 = time.monotonic()
