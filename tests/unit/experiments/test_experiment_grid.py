@@ -24,7 +24,7 @@ def write_grid(tmp_path: Path, **fields) -> Path:
 
 
 def test_committed_grids_parse_with_one_budget_and_one_held_out_set(tmp_path):
-    for name, n_cells in (("ci", 2), ("study", 32), ("epochs", 8)):
+    for name, n_cells in (("ci", 2), ("study", 32), ("epochs", 4)):
         spec, base = load_grid(REPO / "configs" / "experiments" / f"{name}.yaml")
         cells = expand(spec, base, tmp_path / name)
         assert len(cells) == n_cells
