@@ -158,46 +158,91 @@ def lag_plot(groups: list[Group], path: Path) -> Path:
     return path
 
 
-def sweep_points(groups: list[Group], values: Callable[[Group], list[float]]
-                 ) -> dict[str, list[tuple[int, float, float, float]]]:
-    """label -> [(k, mean, min, max) over the group's seeds], k ascending; groups without values left out."""
-    points: dict[str, list[tuple[int, float, float, float]]] = {}
-    for g in sorted(groups, key=lambda g: (g.label, g.k)):
-        vals = values(g)
+#: The lag bound's axis name in a grid (`Group.k`).
+LAG_AXIS = "max_off_policy_steps"
+
+
+def _varying_axes(groups: list[Group]) -> dict[str, set]:
+    """Grid axes other than loss, lag and seed whose value differs between cells -> their values."""
+    from orchestrator.experiments.report import REPLICATE_AXES
+
+    values: dict[str, set] = {}
+    for g in groups:
+        for c in g.cells:
+            for name, v in c.summary["axes"].items():
+                if name not in REPLICATE_AXES:
+                    values.setdefault(name, set()).add(v)
+    return {name: vs for name, vs in values.items() if len(vs) > 1}
+
+
+def sweep_axis(groups: list[Group]) -> str | None:
+    """What the sweep figure puts on x: the lag bound k when it varies; else the one other numeric axis
+    that varies (ppo_epochs in the epochs grid), with one line per loss; else None: one point per setting."""
+    if len({g.k for g in groups}) > 1:
+        return LAG_AXIS
+    varying = _varying_axes(groups)
+    if len(varying) == 1:
+        (name, vs), = varying.items()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vs):
+            return name
+    return None
+
+
+def sweep_points(groups: list[Group], values: Callable[[Group], list[float]], axis: str | None = LAG_AXIS
+                 ) -> dict[str, list[tuple[float, float, float, float]]]:
+    """label -> [(x, mean, min, max) over the group's seeds], x ascending; groups without values left out.
+
+    x is the group's k for the lag axis, its value of `axis` for another axis (the line is then the
+    loss alone), or its position among the labels for None (one point per line)."""
+    labels = sorted({g.label for g in groups})
+    def x_and_label(g: Group) -> tuple[float, str]:
+        if axis == LAG_AXIS:
+            return g.k, g.label
+        if axis is not None:
+            return g.cells[0].summary["axes"][axis], g.loss
+        return labels.index(g.label), g.label
+    points: dict[str, list[tuple[float, float, float, float]]] = {}
+    for x, label, vals in sorted((*x_and_label(g), values(g)) for g in groups):
         if vals:
-            points.setdefault(g.label, []).append((g.k, sum(vals) / len(vals), min(vals), max(vals)))
+            points.setdefault(label, []).append((x, sum(vals) / len(vals), min(vals), max(vals)))
     return points
 
 
 def lag_sweep_plot(groups: list[Group], path: Path, avg_key: str) -> Path:
     """End-of-run values against the lag bound k, one line per loss: the study in one figure.
 
-    Points are the mean over seeds, bars the seed min..max; lines are offset a little
-    along x so that the bars of different losses do not hide each other."""
+    With a single k the x axis is the grid's other varied axis (`sweep_axis`), or the settings
+    themselves when nothing else varies. Points are the mean over seeds, bars the seed min..max;
+    lines are offset a little along x so that the bars of different losses do not hide each other."""
     import matplotlib.pyplot as plt
 
+    axis = sweep_axis(groups)
     panels = ((f"final held-out {avg_key}", lambda g: g.finals(avg_key)),
               ("entropy at the end (nats/token)", lambda g: g.ends("entropy")),
               ("train reward at the end", lambda g: g.ends("reward_mean")))
-    labels = sorted({g.label for g in groups})
-    ks = sorted({g.k for g in groups})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, (ylabel, values) in zip(axes[0], panels):
-        points = sweep_points(groups, values)
+        points = sweep_points(groups, values, axis)
+        labels = sorted(points)
         for i, lab in enumerate(labels):
-            if not points.get(lab):
-                continue
-            shift = (i - (len(labels) - 1) / 2) * 0.06
-            ks_, means, lo, hi = zip(*points[lab])
-            ax.errorbar([k + shift for k in ks_], means, yerr=[[m - a for m, a in zip(means, lo)],
-                                                                [b - m for m, b in zip(means, hi)]],
+            shift = (i - (len(labels) - 1) / 2) * 0.06 if axis is not None else 0.0
+            xs, means, lo, hi = zip(*points[lab])
+            ax.errorbar([x + shift for x in xs], means, yerr=[[m - a for m, a in zip(means, lo)],
+                                                             [b - m for m, b in zip(means, hi)]],
                         marker="o", ms=4, capsize=3, color=f"C{i % 10}",
                         linestyle=LINESTYLES[i // 10 % len(LINESTYLES)], label=lab)
-        ax.set_xticks(ks)
-        ax.set_xlabel("lag bound k (max_off_policy_steps)")
+        if axis is None:
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
+            ax.set_xlim(-0.5, max(len(labels), 1) - 0.5)
+            ax.set_xlabel("setting" + (f" (k = {groups[0].k})" if groups else ""))
+        else:
+            ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))
+            ax.set_xlabel("lag bound k (max_off_policy_steps)" if axis == LAG_AXIS
+                          else f"{axis} (k = {groups[0].k})")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, path, "End of run against the lag bound (mean over seeds, bars: seed min..max)")
+    title = {LAG_AXIS: "End of run against the lag bound", None: "End of run per setting"}.get(axis, f"End of run against {axis}")
+    return _finish(fig, axes, path, f"{title} (mean over seeds, bars: seed min..max)")
 
 
 def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) -> dict[str, Path]:

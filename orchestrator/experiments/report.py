@@ -334,6 +334,18 @@ def rerun_line(results: Path, cells: list[CellResult]) -> list[str]:
              "the run config of each cell is also kept as `<cell>/cell.yaml`).")]
 
 
+def sweep_text(groups: list[Group]) -> str:
+    """How the sweep figure is laid out, in words (see `plots.sweep_axis`)."""
+    from orchestrator.experiments.plots import LAG_AXIS, sweep_axis
+
+    axis = sweep_axis(groups)
+    if axis == LAG_AXIS:
+        return "against the lag bound k, one line per loss"
+    if axis is not None:
+        return f"against {axis} at k = {groups[0].k}, one line per loss"
+    return "per setting"
+
+
 def discussion(results: Path) -> list[str]:
     """`RESULTS_DIR/discussion.md`, written by hand and kept with the results, under its own heading."""
     path = results / DISCUSSION_FILE
@@ -399,7 +411,7 @@ def build_report(results: Path, out: Path) -> Path:
         *findings(groups, avg_key), "", *limits(groups, cells, avg_key), "", *discussion(results),
         "## Plots", "",
         (f"The study in one figure: final held-out {avg_key}, entropy and train reward at the end of each run "
-         "against the lag bound k, one line per loss (mean over seeds; bars: seed min..max):"), "",
+         f"{sweep_text(groups)} (mean over seeds; bars: seed min..max):"), "",
         f"![lag sweep]({rel(plots['lag_sweep'])})", "",
         f"Held-out accuracy ({avg_key}, {pass_key}) vs step, one panel per lag bound k:", "",
         f"![accuracy]({rel(plots['accuracy'])})", "",

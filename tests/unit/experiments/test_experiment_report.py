@@ -252,3 +252,43 @@ def test_the_report_rewrites_summaries_of_an_older_version_before_reading_them(t
     assert refreshed["summary_version"] >= 2 and refreshed["end_window_steps"] == 1  # 20% of 4 steps
     assert "summary_version" not in json.loads((results / "grpo-k0-s0" / "summary.json").read_text())
     assert "'end' values average the last 20% of steps (1 of 4)." in text
+
+
+def _group(loss: str, k: int, axes: dict, finals: list[float]):
+    from orchestrator.experiments.report import CellResult, Group
+
+    variant = "-".join(f"{n}{v}" for n, v in axes.items())
+    return Group(loss, k, variant, [CellResult({"axes": {"loss": loss, "max_off_policy_steps": k, "seed": s, **axes},
+                                                "final_eval": {"avg@4": f}, "end": {}}, [])
+                                    for s, f in enumerate(finals)])
+
+
+def test_the_sweep_figure_uses_the_other_varied_axis_when_the_lag_is_fixed():
+    from orchestrator.experiments.plots import LAG_AXIS, sweep_axis, sweep_points
+
+    groups = [_group(loss, 0, {"ppo_epochs": ep}, [f]) for loss, ep, f in
+              (("aspo", 1, 0.5), ("aspo", 3, 0.75), ("grpo", 1, 0.625), ("grpo", 3, 0.875))]
+    assert sweep_axis(groups) == "ppo_epochs"
+    assert sweep_points(groups, lambda g: g.finals("avg@4"), "ppo_epochs") == {
+        "aspo": [(1, 0.5, 0.5, 0.5), (3, 0.75, 0.75, 0.75)], "grpo": [(1, 0.625, 0.625, 0.625), (3, 0.875, 0.875, 0.875)]}
+    # a varying k wins; two varying axes, or a non-numeric one, leave nothing to sweep: one point per setting
+    assert sweep_axis(groups + [_group("aspo", 2, {"ppo_epochs": 1}, [0.5])]) == LAG_AXIS
+    assert sweep_axis([_group("aspo", 0, {"ppo_epochs": 1, "mini_batches": 1}, [0.5]),
+                       _group("aspo", 0, {"ppo_epochs": 3, "mini_batches": 4}, [0.5])]) is None
+    plain = [_group("aspo", 1, {}, [0.5, 0.75]), _group("grpo", 1, {}, [0.25])]
+    assert sweep_axis(plain) is None
+    assert sweep_points(plain, lambda g: g.finals("avg@4"), None) == {"aspo": [(0, 0.625, 0.5, 0.75)],
+                                                                      "grpo": [(1, 0.25, 0.25, 0.25)]}
+
+
+def test_a_grid_with_one_lag_says_what_its_sweep_figure_is_against(tmp_path):
+    from orchestrator.experiments.plots import lag_sweep_plot
+    from orchestrator.experiments.report import sweep_text
+
+    groups = [_group(loss, 0, {"ppo_epochs": ep}, [0.5]) for loss in ("aspo", "grpo") for ep in (1, 3)]
+    assert sweep_text(groups) == "against ppo_epochs at k = 0, one line per loss"
+    assert sweep_text([_group("aspo", 1, {}, [0.5])]) == "per setting"
+    import matplotlib
+    matplotlib.use("Agg")
+    for name, gs in (("ep", groups), ("plain", [_group("aspo", 1, {}, [0.5]), _group("grpo", 1, {}, [0.25])])):
+        assert lag_sweep_plot(gs, tmp_path / f"{name}.png", "avg@4").read_bytes().startswith(PNG_MAGIC)
