@@ -1,6 +1,7 @@
 """The report's matplotlib figures (PNG), from condensed cell results only.
 
-Every figure has one column per lag bound k; lines are losses (plus any
+Every figure but the sweep (end values against k, or against the one other
+varied axis when k is fixed) has one column per lag bound k; lines are losses (plus any
 other varied axis such as ppo_epochs), the mean over seeds with the seed
 min..max shaded. Per-step batch values (entropy, repetition, clip fractions)
 are drawn faint with a 3-step centered moving average on top; held-out
@@ -217,6 +218,7 @@ def lag_sweep_plot(groups: list[Group], path: Path, avg_key: str) -> Path:
     import matplotlib.pyplot as plt
 
     axis = sweep_axis(groups)
+    at_k = f" (k = {groups[0].k})" if groups else ""  # a single lag bound, when the x axis is not the lag
     panels = ((f"final held-out {avg_key}", lambda g: g.finals(avg_key)),
               ("entropy at the end (nats/token)", lambda g: g.ends("entropy")),
               ("train reward at the end", lambda g: g.ends("reward_mean")))
@@ -234,15 +236,14 @@ def lag_sweep_plot(groups: list[Group], path: Path, avg_key: str) -> Path:
         if axis is None:
             ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
             ax.set_xlim(-0.5, max(len(labels), 1) - 0.5)
-            ax.set_xlabel("setting" + (f" (k = {groups[0].k})" if groups else ""))
+            ax.set_xlabel(f"setting{at_k}")
         else:
             ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))
-            ax.set_xlabel("lag bound k (max_off_policy_steps)" if axis == LAG_AXIS
-                          else f"{axis} (k = {groups[0].k})")
+            ax.set_xlabel("lag bound k (max_off_policy_steps)" if axis == LAG_AXIS else f"{axis}{at_k}")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    title = {LAG_AXIS: "End of run against the lag bound", None: "End of run per setting"}.get(axis, f"End of run against {axis}")
-    return _finish(fig, axes, path, f"{title} (mean over seeds, bars: seed min..max)")
+    against = {LAG_AXIS: "against the lag bound", None: "per setting"}.get(axis, f"against {axis}")
+    return _finish(fig, axes, path, f"End of run {against} (mean over seeds, bars: seed min..max)")
 
 
 def write_plots(groups: list[Group], out_dir: Path, eval_keys: tuple[str, str]) -> dict[str, Path]:
